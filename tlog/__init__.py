@@ -1,0 +1,1 @@
+"""Bucket: an append-only, provable artifact depository on RFC 6962 Merkle logs."""

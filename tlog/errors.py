@@ -1,0 +1,89 @@
+"""The service's error types: one root, one subclass per kind of failure.
+
+Each class carries a stable snake_case ``code`` that the HTTP layer puts in the
+RFC 9457 problem body; the HTTP status for each class is chosen in one table in
+``tlog.http``. Bad input raises one of these; our own bugs raise AssertionError.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "InvalidEntry",
+    "KeyProblem",
+    "LeafTooLarge",
+    "NotFound",
+    "Pushback",
+    "StorageFull",
+    "TlogError",
+    "Unauthorized",
+]
+
+
+class TlogError(Exception):
+    """Root of every error raised by the ``tlog`` package."""
+
+    code = "internal_error"
+
+
+class BadRequest(TlogError, ValueError):
+    """The request is malformed: bad syntax, a size beyond the tree, a bad index."""
+
+    code = "bad_request"
+
+
+class InvalidEntry(BadRequest):
+    """The entry is well formed but breaks the envelope schema or the product's rules."""
+
+    code = "invalid_entry"
+
+
+class LeafTooLarge(InvalidEntry):
+    """The leaf is over 65,535 bytes, the C2SP tlog-tiles entry-bundle limit."""
+
+    code = "leaf_too_large"
+
+
+class NotFound(TlogError, LookupError):
+    """The log, entry, tile, artifact or checkpoint does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(TlogError):
+    """The request contradicts something already recorded (e.g. an idempotency key reused
+    with other content)."""
+
+    code = "conflict"
+
+
+class Unauthorized(TlogError):
+    """No credentials, or credentials we do not know."""
+
+    code = "unauthorized"
+
+
+class Forbidden(TlogError):
+    """Known credentials that do not allow this operation on this resource."""
+
+    code = "forbidden"
+
+
+class Pushback(TlogError):
+    """The service cannot take this write now; try again later."""
+
+    code = "pushback"
+
+
+class StorageFull(TlogError):
+    """The storage (LMDB map) has no room for this write; nothing was written."""
+
+    code = "storage_full"
+
+
+class KeyProblem(TlogError):
+    """A log's signing key is missing, unreadable, or not the key the log was created with."""
+
+    code = "key_problem"

@@ -1,0 +1,1 @@
+"""Offline verification for Bucket transparency logs (standard library + PyNaCl only)."""
