@@ -15,6 +15,7 @@ __all__ = [
     "BadProofShape",
     "InconsistentTrees",
     "InvalidSignature",
+    "LeafMismatch",
     "MalformedBundle",
     "MalformedCheckpoint",
     "MalformedKey",
@@ -98,3 +99,15 @@ class RootMismatch(VerificationError):
 class InconsistentTrees(VerificationError):
     """Two tree heads cannot both be honest views of one append-only log
     (a consistency proof failed, or a tree got smaller)."""
+
+
+class LeafMismatch(VerificationError):
+    """A receipt is about a different leaf from the one the caller holds.
+
+    Attributes ``expected`` (the caller's leaf) and ``got`` (the receipt's leaf).
+    """
+
+    def __init__(self, message: str, *, expected: bytes, got: bytes) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.got = got

@@ -1,0 +1,728 @@
+"""The sequencer: queue -> batch -> integrate -> sign checkpoint -> commit -> resolve.
+
+A :class:`Store` is one data directory: an LMDB environment with many logs and one
+writer thread. Writers hand items to the queue (``Log.submit`` from asyncio,
+``Log.append_many`` from plain threads) and wait. The writer thread drains the
+queue into a batch (cut when the queue is empty or a size limit is reached) and, in
+one LMDB write transaction, for each log touched: stores leaves, bodies, tile
+records, the leaf-hash and artifact indexes and the idempotency records, checks
+that the new tree extends the last signed one (RFC 9162 §2.1.4 consistency), signs
+a new C2SP checkpoint and stores it. Then it commits with fsync and resolves every
+waiter. A waiter is answered only after its batch is durable, so an answer means:
+the entry is on disk at a fixed index and a signed checkpoint covering it is stored
+(DESIGN.md, "Write path and the durability contract").
+
+An idle log commits one submission at once (about one fsync); a busy one amortises
+the fsync over the whole batch (group commit).
+
+>>> store = Store.open(Path("data"))                      # doctest: +SKIP
+>>> log = store.create_log("gurukul", "bucket.example/logs/gurukul")  # doctest: +SKIP
+>>> log.append_many([b"a", b"b"]).indexes                 # doctest: +SKIP
+[0, 1]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlog import storage as st
+from tlog.entry import MAX_LEAF_BYTES, Envelope, decode_envelope, encode_envelope
+from tlog.errors import BadRequest, Conflict, KeyProblem, LeafTooLarge, NotFound, TlogError
+from tlog.keys import create_key, load_key
+from tlog.storage import LogDBs, Storage, StorageError, TxnHashReader
+from tlog.tree import RECORD_SIZE, TILE_HEIGHT, TILE_WIDTH, ProofBuilder, append_hashes
+from verifier.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from verifier.errors import VerificationError
+from verifier.hashing import leaf_hash
+from verifier.note import Signer
+from verifier.proof import verify_consistency
+from verifier.receipt import Receipt, format_receipt
+
+__all__ = ["ENVELOPE", "RAW", "Appended", "Batch", "Draft", "Log", "Store"]
+
+RAW = "raw"
+"""A log of raw leaves (append_many, benchmarks, the audit log's own records)."""
+
+ENVELOPE = "envelope"
+"""A product log: every leaf is a tlog.entry envelope built from a Draft."""
+
+KINDS = (RAW, ENVELOPE)
+
+_log = logging.getLogger("tlog.log")
+
+MAX_BATCH_ITEMS = 4096
+"""A batch is cut at this many items (or when the queue is empty)."""
+
+MAX_BATCH_BYTES = 64 << 20
+"""... or at this many leaf and body bytes."""
+
+_EMPTY_SHA256 = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+
+
+@dataclass(frozen=True)
+class Draft:
+    """An artifact submission before sequencing: the writer fills in version,
+    previous index and integration time, then encodes the envelope (tlog.entry)."""
+
+    product: str
+    artifact_type: str
+    artifact_id: str
+    principal: str
+    body: bytes = b""
+    body_sha256: bytes = _EMPTY_SHA256
+    metadata: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    request_digest: bytes = b""
+
+    def envelope(self, version: int, prev_index: int | None, integrated_at: int) -> Envelope:
+        """Return the envelope this draft becomes at the given version and time."""
+        return Envelope(
+            product=self.product,
+            artifact_type=self.artifact_type,
+            artifact_id=self.artifact_id,
+            version=version,
+            prev_index=prev_index,
+            integrated_at=integrated_at,
+            principal=self.principal,
+            body_sha256=self.body_sha256,
+            body_size=len(self.body),
+            metadata=self.metadata,
+        )
+
+
+@dataclass(frozen=True)
+class Appended:
+    """One item's outcome: where it sits and the signed checkpoint that covers it.
+
+    ``proof`` is the inclusion proof at ``size`` (empty unless proofs were asked for).
+    ``replayed`` is True when an idempotency key or an identical leaf matched an
+    earlier entry, so nothing new was written for this item.
+    """
+
+    index: int
+    size: int
+    leaf: bytes
+    leaf_hash: bytes
+    checkpoint: str
+    proof: tuple[bytes, ...] = ()
+    version: int | None = None
+    artifact_id: str | None = None
+    replayed: bool = False
+
+    def receipt(self) -> str:
+        """Return the C2SP tlog-proof receipt (``extra`` = the leaf bytes)."""
+        return format_receipt(
+            Receipt(index=self.index, proof=self.proof, checkpoint=self.checkpoint, extra=self.leaf)
+        )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The outcome of ``append_many``: indexes in order, and the checkpoint covering them."""
+
+    indexes: list[int]
+    size: int
+    checkpoint: str
+
+
+Item = bytes | Draft
+Outcome = Appended | TlogError
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """Where the writer put one item (before the batch is committed)."""
+
+    index: int
+    leaf: bytes | None
+    replayed: bool
+    version: int | None = None
+    artifact_id: str | None = None
+    leaf_hash: bytes | None = None
+
+
+@dataclass
+class _Job:
+    log: Log
+    items: Sequence[Item]
+    proofs: bool
+    deliver: Callable[[list[Outcome] | TlogError], None]
+    nbytes: int = 0
+
+
+class Log:
+    """One append-only RFC 6962 log in a :class:`Store`. Reads are thread-safe; writes go
+    through the store's writer thread."""
+
+    def __init__(
+        self, store: Store, name: str, origin: str, log_id: int, signer: Signer, kind: str
+    ) -> None:
+        if kind not in KINDS:
+            raise StorageError(f"log {name}: unknown kind {kind!r}")
+        self.store = store
+        self.kind = kind
+        self.name = name
+        self.origin = origin
+        self.log_id = log_id
+        self.signer = signer
+        self.vkey = signer.vkey
+        self._verifier_keys = (signer.verifier_key,)
+        self.dbs: LogDBs = store.storage.dbs(log_id)
+        with store.storage.read() as txn:
+            latest = st.latest_checkpoint(txn, self.dbs)
+            count = st.leaf_count(txn, self.dbs)
+        if latest is None:
+            self._size, self._root, self._note = 0, b"", ""
+            if count:
+                raise StorageError(f"log {name}: {count} leaves but no checkpoint")
+        else:
+            size, note = latest
+            try:
+                cp = open_checkpoint(note, self._verifier_keys, origin=origin)
+            except VerificationError as exc:
+                raise KeyProblem(
+                    f"log {name}: the stored checkpoint does not verify with the log's key "
+                    f"({exc}); the key file is not the key this log was created with"
+                ) from exc
+            if cp.size != size or count != size:
+                raise StorageError(
+                    f"log {name}: checkpoint size {cp.size}, key {size}, {count} leaves"
+                )
+            self._size, self._root, self._note = size, cp.root, note.decode()
+        # Tile records at the right edge of the tree, as committed (writer thread only).
+        self._records: dict[tuple[int, int], bytearray] = {}
+        self._pending: dict[tuple[int, int], bytearray] = {}
+        self._next: tuple[int, bytes, str] = (self._size, self._root, self._note)
+        self._catch_up_index()
+
+    def _catch_up_index(self) -> None:
+        """Bring the derived index env up to the log's size (after a crash or a rebuild)."""
+        storage = self.store.storage
+        done = storage.indexed_size(self.log_id)
+        if done > self._size:
+            raise StorageError(f"log {self.name}: index covers {done} leaves of {self._size}")
+        while done < self._size:
+            stop = min(self._size, done + 65536)
+            with storage.read() as txn:
+                leaves = list(st.iter_leaves(txn, self.dbs, done, stop))
+            with storage.write_index() as itxn:
+                for index, leaf in enumerate(leaves, done):
+                    st.claim_leaf_hash(itxn, self.dbs, leaf_hash(leaf), index)
+                    if self.kind == ENVELOPE:
+                        env = decode_envelope(leaf)
+                        st.put_version(itxn, self.dbs, env.artifact_id, env.version, index)
+                storage.set_indexed_size(itxn, self.log_id, stop)
+            done = stop
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Return the size of the latest signed tree."""
+        return self._size
+
+    def checkpoint(self) -> str:
+        """Return the latest signed checkpoint note. Raises NotFound for an empty log
+        that has never signed one."""
+        note = self._note
+        if not note:
+            raise NotFound(f"log {self.name} has no checkpoint yet")
+        return note
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def submit(self, item: Item, *, proof: bool = True) -> Appended:
+        """Queue one item and return its outcome once its batch is durable.
+
+        Raises the item's TlogError (e.g. LeafTooLarge, Conflict, StorageFull).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Appended] = loop.create_future()
+
+        def deliver(result: list[Outcome] | TlogError) -> None:
+            outcome = result if isinstance(result, TlogError) else result[0]
+            self.store._resolve(loop, future, outcome)
+
+        self.store._enqueue(_Job(self, (item,), proof, deliver, _item_bytes(item)))
+        return await future
+
+    async def submit_many(self, items: Sequence[Item], *, proof: bool = True) -> list[Outcome]:
+        """Queue items as one job; return one outcome (Appended or TlogError) per item."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Outcome]] = loop.create_future()
+
+        def deliver(result: list[Outcome] | TlogError) -> None:
+            self.store._resolve(loop, future, result)
+
+        self.store._enqueue(_Job(self, items, proof, deliver, sum(map(_item_bytes, items))))
+        return await future
+
+    def append_many(self, leaves: Sequence[bytes], *, timeout: float | None = None) -> Batch:
+        """Append raw leaves durably and return their indexes and the covering checkpoint.
+
+        Blocks until the batch holding them is committed with fsync. A leaf already in
+        the log is not appended again: its earlier index is returned. Raises LeafTooLarge
+        (nothing appended) for a leaf over 65,535 bytes, StorageFull if the map is full.
+        """
+        for i, leaf in enumerate(leaves):
+            if len(leaf) > MAX_LEAF_BYTES:
+                raise LeafTooLarge(f"leaf {i} is {len(leaf)} bytes; the limit is {MAX_LEAF_BYTES}")
+        future: concurrent.futures.Future[list[Outcome]] = concurrent.futures.Future()
+
+        def deliver(result: list[Outcome] | TlogError) -> None:
+            if isinstance(result, TlogError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.store._enqueue(_Job(self, leaves, False, deliver, sum(map(len, leaves))))
+        outcomes = future.result(timeout)
+        indexes: list[int] = []
+        for outcome in outcomes:
+            if isinstance(outcome, TlogError):
+                raise outcome
+            indexes.append(outcome.index)
+        if not outcomes:
+            return Batch([], self._size, self._note)
+        last = outcomes[-1]
+        assert isinstance(last, Appended)
+        return Batch(indexes, last.size, last.checkpoint)
+
+    # -- integration (writer thread only) --------------------------------------------
+
+    def _record(self, txn: Any, tile_level: int, tile_index: int) -> bytearray:
+        key = (tile_level, tile_index)
+        rec = self._pending.get(key)
+        if rec is None:
+            committed = self._records.get(key)
+            if committed is not None:
+                rec = bytearray(committed)
+            else:
+                stored = st.get_tile_record(txn, self.dbs, tile_level, tile_index)
+                rec = bytearray(stored) if stored is not None else bytearray(RECORD_SIZE)
+            self._pending[key] = rec
+        return rec
+
+    def _integrate(
+        self, wtxn: st.WriteTxn, items: Sequence[Item], now_ms: int
+    ) -> list[_Placed | TlogError]:
+        """Write items into txn (the caller commits); return where each one went.
+
+        A write transaction sees its own writes, so a duplicate leaf, a reused
+        idempotency key or a second version within the same batch is found by the same
+        lookups as one from an earlier batch.
+        """
+        dbs = self.dbs
+        txn, itxn = wtxn.main, wtxn.index
+        size = self._size
+        envelopes = self.kind == ENVELOPE
+        leaves: list[bytes] = []
+        hashes: list[bytes] = []
+        placed: list[_Placed | TlogError] = []
+        for item in items:
+            index = size + len(leaves)
+            version: int | None = None
+            try:
+                if isinstance(item, Draft) != envelopes:
+                    raise BadRequest(
+                        f"log {self.name} takes "
+                        + ("artifact submissions" if envelopes else "raw leaves")
+                    )
+                if isinstance(item, Draft):
+                    if item.idempotency_key is not None:
+                        rec = st.get_idempotency(txn, dbs, item.idempotency_key)
+                        if rec is not None:
+                            if rec["digest"] != item.request_digest.hex():
+                                raise Conflict(
+                                    "this Idempotency-Key was already used for a different request"
+                                )
+                            placed.append(
+                                _Placed(int(rec["index"]), None, True, artifact_id=item.artifact_id)
+                            )
+                            continue
+                    latest = st.latest_version(itxn, dbs, item.artifact_id)
+                    version, prev = (latest[0] + 1, latest[1]) if latest else (1, None)
+                    leaf = encode_envelope(item.envelope(version, prev, now_ms))
+                else:
+                    leaf = item
+                    if len(leaf) > MAX_LEAF_BYTES:
+                        raise LeafTooLarge(
+                            f"leaf is {len(leaf)} bytes; the limit is {MAX_LEAF_BYTES}"
+                        )
+            except TlogError as exc:
+                placed.append(exc)
+                continue
+            h = leaf_hash(leaf)
+            earlier = st.claim_leaf_hash(itxn, dbs, h, index)
+            if earlier != index:
+                artifact_id = item.artifact_id if isinstance(item, Draft) else None
+                placed.append(_Placed(earlier, None, True, artifact_id=artifact_id))
+                continue
+            leaves.append(leaf)
+            hashes.append(h)
+            if isinstance(item, Draft):
+                assert version is not None
+                placed.append(_Placed(index, leaf, False, version, item.artifact_id, h))
+                st.put_version(itxn, dbs, item.artifact_id, version, index)
+                if item.body:
+                    st.put_body(txn, dbs, index, item.body)
+                if item.idempotency_key is not None:
+                    st.put_idempotency(
+                        txn,
+                        dbs,
+                        item.idempotency_key,
+                        {"digest": item.request_digest.hex(), "index": index},
+                    )
+            else:
+                placed.append(_Placed(index, leaf, False, leaf_hash=h))
+        if leaves:
+            st.put_leaves(txn, dbs, size, leaves)
+            new_size = append_hashes(lambda lv, ix: self._record(txn, lv, ix), size, hashes)
+            for (tile_level, tile_index), record in self._pending.items():
+                st.put_tile_record(txn, dbs, tile_level, tile_index, record)
+            builder = ProofBuilder(TxnHashReader(txn, dbs, self._pending))
+            root = builder.root(new_size)
+            if size:
+                # Never sign a tree that does not extend the last signed one.
+                verify_consistency(
+                    size, new_size, builder.consistency_proof(size, new_size), self._root, root
+                )
+            note = sign_checkpoint(Checkpoint(self.origin, new_size, root), self.signer)
+            st.put_checkpoint(txn, dbs, new_size, note.encode())
+            self.store.storage.set_indexed_size(itxn, self.log_id, new_size)
+            self._next = (new_size, root, note)
+        return placed
+
+    def _commit(self) -> None:
+        """The batch is durable: adopt its state and keep only right-edge tile records."""
+        if self._pending:
+            self._size, self._root, self._note = self._next
+            self._records.update(self._pending)
+            self._pending = {}
+            for key in [k for k in self._records if self._tile_complete(*k)]:
+                del self._records[key]
+
+    def _discard(self) -> None:
+        """The batch was aborted: forget its state."""
+        self._pending = {}
+
+    def _tile_complete(self, tile_level: int, tile_index: int) -> bool:
+        return self._size >= (tile_index + 1) << (TILE_HEIGHT * (tile_level + 1))
+
+    def _outcomes(
+        self,
+        placed: Sequence[_Placed | TlogError],
+        builder: ProofBuilder | None,
+        txn: st.Txn,
+    ) -> list[Outcome]:
+        """Turn placements into outcomes against the latest checkpoint (after commit)."""
+        out: list[Outcome] = []
+        size, note = self._size, self._note
+        for p in placed:
+            if isinstance(p, TlogError):
+                out.append(p)
+                continue
+            leaf = p.leaf if p.leaf is not None else st.get_leaf(txn, self.dbs, p.index)
+            version, artifact_id = p.version, p.artifact_id
+            if p.replayed and artifact_id is not None:
+                version = decode_envelope(leaf).version
+            out.append(
+                Appended(
+                    index=p.index,
+                    size=size,
+                    leaf=leaf,
+                    leaf_hash=p.leaf_hash or leaf_hash(leaf),
+                    checkpoint=note,
+                    proof=tuple(builder.inclusion_proof(p.index, size)) if builder else (),
+                    version=version,
+                    artifact_id=artifact_id,
+                    replayed=p.replayed,
+                )
+            )
+        return out
+
+    # -- reads ------------------------------------------------------------------------
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= self._size:
+            raise BadRequest(f"tree size {size} is beyond the log's size {self._size}")
+
+    def entry(self, index: int) -> bytes:
+        """Return the leaf bytes at index. Raises NotFound."""
+        if not 0 <= index < self._size:
+            raise NotFound(f"no entry at index {index} (tree size {self._size})")
+        with self.store.storage.read() as txn:
+            return st.get_leaf(txn, self.dbs, index)
+
+    def index_of(self, leaf_hash_: bytes) -> int:
+        """Return the index of the first leaf with this RFC 6962 leaf hash. Raises NotFound."""
+        with self.store.storage.read_index() as txn:
+            index = st.find_leaf_hash(txn, self.dbs, leaf_hash_)
+        if index >= self._size:
+            raise NotFound("no entry with that leaf hash")
+        return index
+
+    def root(self, size: int) -> bytes:
+        """Return the root hash of the tree of this size. Raises BadRequest beyond the tree."""
+        self._check_size(size)
+        with self.store.storage.read() as txn:
+            return ProofBuilder(TxnHashReader(txn, self.dbs)).root(size)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """Return the RFC 6962 §2.1.1 inclusion proof of index in the tree of this size.
+
+        Raises BadRequest unless 0 <= index < size <= the log's size.
+        """
+        self._check_size(size)
+        if not 0 <= index < size:
+            raise BadRequest(f"index {index} is not in a tree of size {size}")
+        with self.store.storage.read() as txn:
+            return ProofBuilder(TxnHashReader(txn, self.dbs)).inclusion_proof(index, size)
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """Return the RFC 6962 §2.1.2 consistency proof from size old to size new.
+
+        Raises BadRequest unless 0 <= old <= new <= the log's size.
+        """
+        self._check_size(new)
+        if not 0 <= old <= new:
+            raise BadRequest(f"old size {old} must be between 0 and new size {new}")
+        with self.store.storage.read() as txn:
+            return ProofBuilder(TxnHashReader(txn, self.dbs)).consistency_proof(old, new)
+
+    def checkpoint_at(self, size: int) -> str:
+        """Return the signed checkpoint published for exactly this size. Raises NotFound."""
+        with self.store.storage.read() as txn:
+            return st.get_checkpoint(txn, self.dbs, size).decode()
+
+    def receipt(self, index: int, size: int | None = None) -> str:
+        """Return a C2SP tlog-proof receipt for the entry at index.
+
+        With ``size``, against the checkpoint published for exactly that size (NotFound
+        if none was); without, against the latest checkpoint. Raises NotFound/BadRequest.
+        """
+        if size is None:
+            size = self._size
+        self._check_size(size)
+        if not 0 <= index < size:
+            raise BadRequest(f"index {index} is not in a tree of size {size}")
+        with self.store.storage.read() as txn:
+            note = st.get_checkpoint(txn, self.dbs, size).decode()
+            proof = ProofBuilder(TxnHashReader(txn, self.dbs)).inclusion_proof(index, size)
+            leaf = st.get_leaf(txn, self.dbs, index)
+        return format_receipt(Receipt(index=index, proof=tuple(proof), checkpoint=note, extra=leaf))
+
+    def tile(self, level: int, index: int, width: int) -> bytes:
+        """Return C2SP tlog-tiles hash tile ``tile/<level>/<index>[.p/<width>]``.
+
+        Raises NotFound unless the tree holds at least that many hashes in that tile.
+        """
+        size = self._size
+        have = (size >> (8 * level)) - index * TILE_WIDTH
+        if not 1 <= width <= TILE_WIDTH or have < width:
+            raise NotFound(f"tile {level}/{index} of width {width} does not exist at size {size}")
+        with self.store.storage.read() as txn:
+            rec = st.get_tile_record(txn, self.dbs, level, index)
+        if rec is None:
+            raise AssertionError(f"bad math: tile record {level}/{index} missing at size {size}")
+        return rec[: width * 32]
+
+    def bundle(self, index: int, width: int) -> bytes:
+        """Return C2SP tlog-tiles entry bundle ``tile/entries/<index>[.p/<width>]``.
+
+        Raises NotFound unless the tree holds at least that many entries in that bundle.
+        """
+        size = self._size
+        first = index * TILE_WIDTH
+        if not 1 <= width <= TILE_WIDTH or size - first < width:
+            raise NotFound(f"entry bundle {index} of width {width} does not exist at size {size}")
+        parts: list[bytes] = []
+        with self.store.storage.read() as txn:
+            for leaf in st.iter_leaves(txn, self.dbs, first, first + width):
+                parts.append(len(leaf).to_bytes(2, "big"))
+                parts.append(leaf)
+        return b"".join(parts)
+
+    def versions(self, artifact_id: str) -> list[tuple[int, int]]:
+        """Return [(version, index), ...] of an artifact, oldest first. Raises NotFound."""
+        with self.store.storage.read_index() as txn:
+            found = st.list_versions(txn, self.dbs, artifact_id)
+        found = [(v, i) for v, i in found if i < self._size]
+        if not found:
+            raise NotFound(f"no artifact {artifact_id!r} in log {self.name}")
+        return found
+
+    def body(self, index: int) -> bytes | None:
+        """Return the stored artifact body of the entry at index, or None."""
+        with self.store.storage.read() as txn:
+            return st.get_body(txn, self.dbs, index)
+
+
+def _item_bytes(item: Item) -> int:
+    return len(item) if isinstance(item, bytes) else len(item.body) + 1024
+
+
+class Store:
+    """A data directory: one LMDB environment, its logs and their signing keys, and
+    the single writer thread that sequences every write."""
+
+    def __init__(self, data_dir: Path, storage: Storage) -> None:
+        self.data_dir = data_dir
+        self.storage = storage
+        self.keys_dir = data_dir / "keys"
+        self.logs: dict[str, Log] = {}
+        for name, record in storage.log_records().items():
+            signer = load_key(self.keys_dir / f"{name}.key", record["origin"])
+            if signer.vkey != record["vkey"]:
+                raise KeyProblem(
+                    f"log {name}: key file {self.keys_dir / (name + '.key')} is not the key "
+                    "the log was created with"
+                )
+            self.logs[name] = Log(
+                self, name, record["origin"], record["id"], signer, record.get("kind", RAW)
+            )
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="tlog-writer", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def open(cls, data_dir: Path, *, map_size: int = st.DEFAULT_MAP_SIZE) -> Store:
+        """Open (creating if needed) the store in data_dir and every log in it.
+
+        Raises StorageError or KeyProblem if a log cannot be restored exactly.
+        """
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(data_dir, Storage(data_dir, map_size=map_size))
+
+    def create_log(self, name: str, origin: str, *, kind: str = RAW) -> Log:
+        """Create a new, empty log with a fresh key (mode 0600) named after its origin.
+
+        ``kind`` is RAW (append_many/submit of raw leaves) or ENVELOPE (Draft submissions,
+        encoded as tlog.entry envelopes, with an artifact index).
+
+        Returns it. Raises StorageError if it exists, KeyProblem if its key file exists.
+        """
+        if name in self.logs:
+            raise StorageError(f"log {name!r} already exists")
+        if kind not in KINDS:
+            raise BadRequest(f"unknown log kind {kind!r}")
+        signer = create_key(self.keys_dir / f"{name}.key", origin)
+        record = self.storage.create_log(
+            name, {"origin": origin, "vkey": signer.vkey, "kind": kind}
+        )
+        log = Log(self, name, origin, record["id"], signer, kind)
+        self.logs[name] = log
+        return log
+
+    def log(self, name: str) -> Log:
+        """Return the log called name. Raises NotFound."""
+        try:
+            return self.logs[name]
+        except KeyError:
+            raise NotFound(f"no log named {name!r}") from None
+
+    def close(self) -> None:
+        """Finish queued work, stop the writer and close the environment."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+        self.storage.close()
+
+    # -- the writer thread --------------------------------------------------------------
+
+    def _enqueue(self, job: _Job) -> None:
+        if self._closed:
+            raise StorageError("the store is closed")
+        self._queue.put(job)
+
+    @staticmethod
+    def _resolve(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any) -> None:
+        def settle() -> None:
+            if future.done():
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        loop.call_soon_threadsafe(settle)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            job = self._queue.get()
+            if job is None:
+                break
+            jobs = [job]
+            count, nbytes = len(job.items), job.nbytes
+            while count < MAX_BATCH_ITEMS and nbytes < MAX_BATCH_BYTES:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                jobs.append(nxt)
+                count += len(nxt.items)
+                nbytes += nxt.nbytes
+            try:
+                self._process(jobs)
+            except BaseException:  # never let the writer die silently
+                _log.exception("writer thread failed on a batch")
+                error = StorageError("internal error while writing; nothing was written")
+                for j in jobs:
+                    j.deliver(error)
+
+    def _process(self, jobs: list[_Job]) -> None:
+        by_log: dict[str, list[_Job]] = {}
+        for job in jobs:
+            by_log.setdefault(job.log.name, []).append(job)
+        now_ms = time.time_ns() // 1_000_000
+        raw: dict[int, list[_Placed | TlogError]] = {}
+        touched = [self.logs[name] for name in by_log]
+        try:
+            with self.storage.write() as wtxn:
+                for log in touched:
+                    items = [it for job in by_log[log.name] for it in job.items]
+                    outcomes = log._integrate(wtxn, items, now_ms)
+                    pos = 0
+                    for job in by_log[log.name]:
+                        raw[id(job)] = outcomes[pos : pos + len(job.items)]
+                        pos += len(job.items)
+        except TlogError as exc:
+            for log in touched:
+                log._discard()
+            for job in jobs:
+                job.deliver(exc)
+            return
+        except BaseException:
+            for log in touched:
+                log._discard()
+            raise
+        for log in touched:
+            log._commit()
+        with self.storage.read() as rtxn:
+            for log in touched:
+                builder = None
+                if any(job.proofs for job in by_log[log.name]) and log.size:
+                    builder = ProofBuilder(TxnHashReader(rtxn, log.dbs, log._records))
+                for job in by_log[log.name]:
+                    try:
+                        results = log._outcomes(raw[id(job)], builder if job.proofs else None, rtxn)
+                    except TlogError as exc:
+                        job.deliver(exc)
+                        continue
+                    job.deliver(results)

@@ -1,0 +1,522 @@
+"""LMDB storage: the only module that imports ``lmdb``.
+
+A data directory holds two LMDB environments:
+
+* ``lmdb/``, the log itself, opened with full fsync: leaves, tile records,
+  checkpoints, bodies, idempotency records. Everything here is primary data and
+  almost every write is an append, so a batch dirties few pages.
+* ``index/``, derived lookups (leaf hash -> index, artifact id -> versions),
+  committed right after the log's transaction but without fsync. Random 32-byte
+  keys would otherwise make every batch of N entries write N random pages with
+  fsync, and throughput would fall as the tree grows. The index records how far
+  each log is indexed; on open it is brought up to date from the log, and if the
+  machine (not just the process) went down while it was dirty, it is rebuilt from
+  the log, since unsynced pages may then be torn.
+
+Each log gets its own named databases, so each can be appended to in key order
+(LMDB's append mode fills pages completely and skips the B-tree search):
+
+==================  ===========================  ==================================
+database            key                          value
+==================  ===========================  ==================================
+``meta``            ``log/<name>``               JSON log record (id, origin, vkey)
+``<id>/leaves``     index, uint64 BE             leaf bytes
+``<id>/hashes``     RFC 6962 leaf hash           index, uint64 BE (first; index env)
+``<id>/tiles``      tile level u8, index u64 BE  tile record (see ``tlog.tree``)
+``<id>/checkpoints`` tree size, uint64 BE        signed checkpoint note
+``<id>/artifacts``  artifact id, 0x00, u32 BE    index, uint64 BE (index env)
+``<id>/bodies``     index, uint64 BE             artifact body bytes
+``<id>/idempotency`` idempotency key             JSON (request digest, index)
+==================  ===========================  ==================================
+
+Every write happens in one write transaction per batch, committed with fsync
+(``sync=True``): either all of a batch is on disk or none of it is. Nothing here
+deletes or overwrites a leaf, a hash or a checkpoint; tile records only grow (a
+partial tile's record is replaced by a longer one holding the same prefix).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from tlog.errors import NotFound, StorageFull, TlogError
+from tlog.tree import RECORD_SIZE, Node, locate
+
+__all__ = [
+    "DEFAULT_MAP_SIZE",
+    "LogDBs",
+    "Storage",
+    "StorageError",
+    "Txn",
+    "TxnHashReader",
+    "WriteTxn",
+]
+
+DEFAULT_MAP_SIZE = 64 << 30
+"""64 GiB of address space; LMDB only uses the disk it needs."""
+
+_U64 = struct.Struct(">Q")
+_TILE_KEY = struct.Struct(">BQ")
+
+Txn = lmdb.Transaction
+
+
+class StorageError(TlogError):
+    """The database is unusable (corrupt, locked, inconsistent)."""
+
+    code = "storage_error"
+
+
+@dataclass(frozen=True)
+class LogDBs:
+    """The named databases of one log (``hashes`` and ``artifacts`` live in the index env)."""
+
+    leaves: Any
+    tiles: Any
+    checkpoints: Any
+    bodies: Any
+    idempotency: Any
+    hashes: Any
+    artifacts: Any
+
+
+@dataclass(frozen=True)
+class WriteTxn:
+    """A write transaction on the log env and one on the index env, committed in that order."""
+
+    main: Any
+    index: Any
+
+
+def u64(n: int) -> bytes:
+    """Return n as 8 big-endian bytes (keys sort numerically)."""
+    return _U64.pack(n)
+
+
+def tile_key(tile_level: int, tile_index: int) -> bytes:
+    """Return the key of a tile record."""
+    return _TILE_KEY.pack(tile_level, tile_index)
+
+
+def _boot_id() -> str:
+    """Return an id of the running kernel boot ('' where the platform has none)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+class Storage:
+    """The two LMDB environments of a data directory, holding many logs.
+
+    Raises StorageError if the directory cannot be opened.
+    """
+
+    def __init__(self, path: Path, *, map_size: int = DEFAULT_MAP_SIZE, max_logs: int = 250):
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.map_size = map_size
+        self._max_dbs = 8 * max_logs + 4
+        try:
+            self.env = lmdb.open(
+                str(path / "lmdb"),
+                map_size=map_size,
+                max_dbs=self._max_dbs,
+                subdir=True,
+                sync=True,
+                metasync=True,
+                readahead=False,
+                max_readers=512,
+            )
+        except lmdb.Error as exc:
+            raise StorageError(f"cannot open LMDB at {path / 'lmdb'}: {exc}") from exc
+        self._meta = self.env.open_db(b"meta")
+        self.index_rebuilt = self._open_index()
+        self._dbs: dict[int, LogDBs] = {}
+
+    def _open_index(self) -> bool:
+        """Open the index env; rebuild it empty if a machine crash may have torn it.
+
+        Returns True if it was (re)created empty, so every log must be re-indexed.
+        """
+        ipath = self.path / "index"
+        boot = _boot_id()
+        for attempt in (1, 2):
+            try:
+                self.ienv = lmdb.open(
+                    str(ipath),
+                    map_size=self.map_size,
+                    max_dbs=self._max_dbs,
+                    subdir=True,
+                    sync=False,
+                    metasync=False,
+                    writemap=True,
+                    readahead=False,
+                    max_readers=512,
+                )
+            except lmdb.Error as exc:
+                raise StorageError(f"cannot open LMDB at {ipath}: {exc}") from exc
+            self._imeta = self.ienv.open_db(b"meta")
+            with self.ienv.begin(db=self._imeta) as txn:
+                raw = txn.get(b"state")
+            state = json.loads(raw) if raw else None
+            torn = state is not None and not state["clean"] and state["boot"] != boot
+            if not torn or attempt == 2:
+                break
+            # Derived data written without fsync before a machine crash: start again.
+            self.ienv.close()
+            for f in ipath.iterdir():
+                f.unlink()
+        with self.ienv.begin(write=True, db=self._imeta) as txn:
+            txn.put(b"state", json.dumps({"boot": boot, "clean": False}).encode())
+        self.ienv.sync(True)
+        return state is None or torn
+
+    def close(self) -> None:
+        """Flush the index, mark it clean and close both environments."""
+        self.ienv.sync(True)
+        with self.ienv.begin(write=True, db=self._imeta) as txn:
+            txn.put(b"state", json.dumps({"boot": _boot_id(), "clean": True}).encode())
+        self.ienv.sync(True)
+        self.ienv.close()
+        self.env.close()
+
+    # -- transactions -------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        """Yield a read-only transaction on the log env with zero-copy buffers (valid only
+        inside the block)."""
+        with self.env.begin(buffers=True) as txn:
+            yield txn
+
+    @contextmanager
+    def read_index(self) -> Iterator[Txn]:
+        """Yield a read-only transaction on the index env."""
+        with self.ienv.begin(buffers=True) as txn:
+            yield txn
+
+    @contextmanager
+    def write(self) -> Iterator[WriteTxn]:
+        """Yield write transactions on both envs; on success commit the log env (with
+        fsync), then the index env; on any error abort both.
+
+        Raises StorageFull (nothing written) when an LMDB map is full.
+        """
+        itxn = self.ienv.begin(write=True)
+        try:
+            txn = self.env.begin(write=True)
+        except BaseException:
+            itxn.abort()
+            raise
+        try:
+            yield WriteTxn(txn, itxn)
+            txn.commit()
+        except lmdb.MapFullError as exc:
+            txn.abort()
+            itxn.abort()
+            raise StorageFull(
+                "storage is full: the LMDB map size is reached; nothing was written"
+            ) from exc
+        except BaseException:
+            txn.abort()
+            itxn.abort()
+            raise
+        try:
+            itxn.commit()
+        except lmdb.Error as exc:
+            # The log is durable; the index is behind and is caught up on the next open.
+            raise StorageError(f"index update failed after a durable commit: {exc}") from exc
+
+    @contextmanager
+    def write_index(self) -> Iterator[Txn]:
+        """Yield a write transaction on the index env alone (for catching up)."""
+        with self.ienv.begin(write=True) as txn:
+            yield txn
+
+    def usage(self) -> tuple[int, int]:
+        """Return (bytes in use, map size in bytes) of the log env."""
+        info = self.env.info()
+        stat = self.env.stat()
+        return (info["last_pgno"] + 1) * stat["psize"], info["map_size"]
+
+    def disk_bytes(self) -> dict[str, int]:
+        """Return the bytes in use by each environment's data file."""
+        out = {}
+        for name, env in (("log", self.env), ("index", self.ienv)):
+            out[name] = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        return out
+
+    # -- logs -----------------------------------------------------------------------
+
+    def log_records(self) -> dict[str, dict[str, Any]]:
+        """Return every log's record, by log name."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.env.begin(db=self._meta) as txn:
+            for key, value in txn.cursor().iternext():
+                if key.startswith(b"log/"):
+                    out[key[4:].decode()] = json.loads(value)
+        return out
+
+    def create_log(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Store a new log's record with a fresh numeric id and create its databases.
+
+        Returns the record with ``id`` set. Raises StorageError if the log exists.
+        """
+        key = b"log/" + name.encode()
+        with self.env.begin(write=True, db=self._meta) as txn:
+            if txn.get(key) is not None:
+                raise StorageError(f"log {name!r} already exists")
+            next_id = int(txn.get(b"next_log_id", b"1"))
+            record = {**record, "id": next_id}
+            txn.put(b"next_log_id", str(next_id + 1).encode())
+            txn.put(key, json.dumps(record, sort_keys=True).encode())
+        self.dbs(next_id)
+        return record
+
+    def dbs(self, log_id: int) -> LogDBs:
+        """Return (opening or creating) the named databases of log ``log_id``."""
+        found = self._dbs.get(log_id)
+        if found is None:
+            prefix = f"{log_id}/".encode()
+            main = [
+                self.env.open_db(prefix + part, create=True)
+                for part in (b"leaves", b"tiles", b"checkpoints", b"bodies", b"idempotency")
+            ]
+            index = [
+                self.ienv.open_db(prefix + part, create=True) for part in (b"hashes", b"artifacts")
+            ]
+            found = LogDBs(*main, *index)
+            self._dbs[log_id] = found
+        return found
+
+    def indexed_size(self, log_id: int) -> int:
+        """Return how many leaves of the log the index env covers."""
+        with self.ienv.begin(db=self._imeta) as txn:
+            raw = txn.get(f"indexed/{log_id}".encode())
+        return 0 if raw is None else int(raw)
+
+    def set_indexed_size(self, itxn: Txn, log_id: int, size: int) -> None:
+        """Record (in the index transaction) that the index covers ``size`` leaves."""
+        itxn.put(f"indexed/{log_id}".encode(), str(size).encode(), db=self._imeta)
+
+    def get_meta(self, txn: Txn, key: bytes) -> bytes | None:
+        """Return a value of the log env's ``meta`` database, or None."""
+        value = txn.get(key, db=self._meta)
+        return None if value is None else bytes(value)
+
+    def put_meta(self, txn: Txn, key: bytes, value: bytes) -> None:
+        """Set a value of the log env's ``meta`` database (service-level settings and state)."""
+        txn.put(key, value, db=self._meta)
+
+
+# -- per-log reads and writes (each takes the transaction) --------------------------
+
+
+def leaf_count(txn: Txn, dbs: LogDBs) -> int:
+    """Return the number of leaves stored for the log."""
+    return int(txn.stat(dbs.leaves)["entries"])
+
+
+def put_leaves(txn: Txn, dbs: LogDBs, first_index: int, leaves: Sequence[bytes]) -> None:
+    """Append leaves at first_index, first_index+1, ...; requires first_index == leaf count."""
+    items = [(u64(first_index + i), leaf) for i, leaf in enumerate(leaves)]
+    _consumed, added = txn.cursor(dbs.leaves).putmulti(items, append=True, overwrite=False)
+    if added != len(items):
+        raise AssertionError(f"bad math: appended {added} of {len(items)} leaves at {first_index}")
+
+
+def get_leaf(txn: Txn, dbs: LogDBs, index: int) -> bytes:
+    """Return the leaf at index. Raises NotFound."""
+    value = txn.get(u64(index), db=dbs.leaves)
+    if value is None:
+        raise NotFound(f"no entry at index {index}")
+    return bytes(value)
+
+
+def iter_leaves(txn: Txn, dbs: LogDBs, start: int, stop: int) -> Iterator[bytes]:
+    """Yield the leaves at indexes [start, stop) in order."""
+    cursor = txn.cursor(dbs.leaves)
+    if not cursor.set_key(u64(start)):
+        return
+    for key, value in cursor:
+        if _U64.unpack(key)[0] >= stop:
+            break
+        yield bytes(value)
+
+
+def claim_leaf_hash(txn: Txn, dbs: LogDBs, leaf_hash: bytes, index: int) -> int:
+    """Record that leaf_hash sits at index unless it is already in the log.
+
+    Returns the index the hash is recorded at (an earlier one for a duplicate).
+    """
+    if txn.put(leaf_hash, u64(index), db=dbs.hashes, overwrite=False):
+        return index
+    value = txn.get(leaf_hash, db=dbs.hashes)
+    if value is None:
+        raise AssertionError("bad math: a leaf hash both present and absent")
+    return int(_U64.unpack(value)[0])
+
+
+def find_leaf_hash(txn: Txn, dbs: LogDBs, leaf_hash: bytes) -> int:
+    """Return the index of the first leaf with this hash. Raises NotFound."""
+    value = txn.get(leaf_hash, db=dbs.hashes)
+    if value is None:
+        raise NotFound("no entry with that leaf hash")
+    return int(_U64.unpack(value)[0])
+
+
+def get_tile_record(txn: Txn, dbs: LogDBs, tile_level: int, tile_index: int) -> bytes | None:
+    """Return the stored tile record, or None."""
+    value = txn.get(tile_key(tile_level, tile_index), db=dbs.tiles)
+    return None if value is None else bytes(value)
+
+
+def put_tile_record(
+    txn: Txn, dbs: LogDBs, tile_level: int, tile_index: int, record: bytes | bytearray
+) -> None:
+    """Store a tile record (a longer version of the same prefix, or a new one)."""
+    if len(record) != RECORD_SIZE:
+        raise AssertionError("bad math: tile record of the wrong size")
+    txn.put(tile_key(tile_level, tile_index), bytes(record), db=dbs.tiles)
+
+
+def put_checkpoint(txn: Txn, dbs: LogDBs, size: int, note: bytes) -> None:
+    """Store the signed checkpoint of tree size ``size``; a size is signed at most once."""
+    if not txn.put(u64(size), note, db=dbs.checkpoints, overwrite=False):
+        raise AssertionError(f"bad math: a checkpoint for size {size} already exists")
+
+
+def latest_checkpoint(txn: Txn, dbs: LogDBs) -> tuple[int, bytes] | None:
+    """Return (size, note) of the newest stored checkpoint, or None."""
+    cursor = txn.cursor(dbs.checkpoints)
+    if not cursor.last():
+        return None
+    return int(_U64.unpack(cursor.key())[0]), bytes(cursor.value())
+
+
+def get_checkpoint(txn: Txn, dbs: LogDBs, size: int) -> bytes:
+    """Return the signed checkpoint of exactly this size. Raises NotFound."""
+    value = txn.get(u64(size), db=dbs.checkpoints)
+    if value is None:
+        raise NotFound(f"no checkpoint was published for tree size {size}")
+    return bytes(value)
+
+
+def checkpoint_at_or_after(txn: Txn, dbs: LogDBs, size: int) -> tuple[int, bytes] | None:
+    """Return (size, note) of the first published checkpoint of at least ``size``, or None."""
+    cursor = txn.cursor(dbs.checkpoints)
+    if not cursor.set_range(u64(size)):
+        return None
+    return int(_U64.unpack(cursor.key())[0]), bytes(cursor.value())
+
+
+def _artifact_key(artifact_id: str, version: int) -> bytes:
+    return artifact_id.encode() + b"\x00" + struct.pack(">I", version)
+
+
+def latest_version(txn: Txn, dbs: LogDBs, artifact_id: str) -> tuple[int, int] | None:
+    """Return (version, index) of the newest version of an artifact, or None."""
+    cursor = txn.cursor(dbs.artifacts)
+    prefix = artifact_id.encode() + b"\x00"
+    if cursor.set_range(artifact_id.encode() + b"\x01"):
+        if not cursor.prev():
+            return None
+    elif not cursor.last():
+        return None
+    key = bytes(cursor.key())
+    if not key.startswith(prefix) or len(key) != len(prefix) + 4:
+        return None
+    return struct.unpack(">I", key[-4:])[0], int(_U64.unpack(cursor.value())[0])
+
+
+def put_version(txn: Txn, dbs: LogDBs, artifact_id: str, version: int, index: int) -> None:
+    """Record that version ``version`` of an artifact is the entry at ``index``."""
+    if not txn.put(
+        _artifact_key(artifact_id, version), u64(index), db=dbs.artifacts, overwrite=False
+    ):
+        raise AssertionError(f"bad math: version {version} of {artifact_id!r} exists")
+
+
+def list_versions(txn: Txn, dbs: LogDBs, artifact_id: str) -> list[tuple[int, int]]:
+    """Return [(version, index), ...] of an artifact, oldest first (empty if unknown)."""
+    prefix = artifact_id.encode() + b"\x00"
+    cursor = txn.cursor(dbs.artifacts)
+    out: list[tuple[int, int]] = []
+    if not cursor.set_range(prefix):
+        return out
+    for key, value in cursor:
+        key = bytes(key)
+        if not key.startswith(prefix) or len(key) != len(prefix) + 4:
+            break
+        out.append((struct.unpack(">I", key[-4:])[0], int(_U64.unpack(value)[0])))
+    return out
+
+
+def put_body(txn: Txn, dbs: LogDBs, index: int, body: bytes) -> None:
+    """Store the artifact body of the entry at ``index`` (its leaf commits to its SHA-256)."""
+    if not txn.put(u64(index), body, db=dbs.bodies, overwrite=False):
+        raise AssertionError(f"bad math: a body for index {index} already exists")
+
+
+def get_body(txn: Txn, dbs: LogDBs, index: int) -> bytes | None:
+    """Return the artifact body of the entry at ``index``, or None."""
+    value = txn.get(u64(index), db=dbs.bodies)
+    return None if value is None else bytes(value)
+
+
+def get_idempotency(txn: Txn, dbs: LogDBs, key: str) -> dict[str, Any] | None:
+    """Return what an idempotency key was used for, or None."""
+    value = txn.get(key.encode(), db=dbs.idempotency)
+    return None if value is None else dict(json.loads(bytes(value)))
+
+
+def put_idempotency(txn: Txn, dbs: LogDBs, key: str, record: dict[str, Any]) -> None:
+    """Record what an idempotency key was used for (first use wins)."""
+    txn.put(
+        key.encode(),
+        json.dumps(record, sort_keys=True).encode(),
+        db=dbs.idempotency,
+        overwrite=False,
+    )
+
+
+class TxnHashReader:
+    """A tlog.tree.HashReader over the tile records of one log in one read transaction."""
+
+    def __init__(
+        self, txn: Txn, dbs: LogDBs, overlay: dict[tuple[int, int], bytearray] | None = None
+    ):
+        self._txn = txn
+        self._dbs = dbs
+        self._overlay = overlay or {}
+        self._records: dict[tuple[int, int], Any] = {}
+
+    def _record(self, tile_level: int, tile_index: int) -> Any:
+        key = (tile_level, tile_index)
+        rec = self._records.get(key)
+        if rec is None:
+            rec = self._overlay.get(key)
+            if rec is None:
+                rec = self._txn.get(tile_key(tile_level, tile_index), db=self._dbs.tiles)
+                if rec is None:
+                    raise NotFound(f"tile record {tile_level}/{tile_index} is missing")
+            self._records[key] = rec
+        return rec
+
+    def read_hashes(self, nodes: Sequence[Node]) -> list[bytes]:
+        """Return the stored hash of each complete subtree. Raises NotFound."""
+        out = []
+        for level, index in nodes:
+            tile_level, tile_index, offset = locate(level, index)
+            rec = self._record(tile_level, tile_index)
+            out.append(bytes(rec[offset : offset + 32]))
+        return out

@@ -1,0 +1,275 @@
+"""Hash-index arithmetic and proof planning for RFC 6962 trees stored as tiles.
+
+No I/O happens here. A tree is stored as *tile records*: one record per C2SP
+tlog-tiles tile (height 8), holding not only the tile's 256 hashes (row 0, the
+bytes served at ``tile/<L>/<N>``) but also the seven rows of interior nodes above
+them inside the tile (rows 1..7: 128, 64, ..., 2 hashes). With those rows any
+complete subtree hash is one slice of one record, so an inclusion proof in a tree
+of 10^7 leaves reads four records and hashes nothing but the ragged right edge.
+
+Addressing: node ``(level, index)`` is the root of the complete subtree over
+leaves ``[index * 2**level, (index + 1) * 2**level)``. It lives in tile level
+``L = level // 8``, row ``r = level % 8``, tile ``N = index >> (8 - r)``, at
+position ``index & (256 >> r) - 1`` of row ``r``.
+
+>>> locate(0, 1000)          # leaf 1000: tile 0/3, row 0, position 232
+(0, 3, 7424)
+>>> inclusion_ranges(2, 5)   # RFC 6962 PATH(2, D[5]) needs these subtree roots
+[(3, 4), (0, 2), (4, 5)]
+
+Proofs are planned as lists of leaf ranges whose RFC 6962 MTH is needed
+(:func:`inclusion_ranges`, :func:`consistency_ranges`); each range decomposes
+into complete subtrees (:func:`range_nodes`), which a :class:`HashReader` fetches
+in one batch; :func:`fold_range` combines them. The model is Go's
+``sumdb/tlog`` (plan with indexes, then read, then hash), written anew for tiles
+with interior rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from verifier.hashing import EMPTY_ROOT, HASH_SIZE
+
+__all__ = [
+    "RECORD_SIZE",
+    "ROW_OFFSETS",
+    "TILE_HEIGHT",
+    "TILE_WIDTH",
+    "HashReader",
+    "Node",
+    "ProofBuilder",
+    "TileRecords",
+    "append_hashes",
+    "consistency_ranges",
+    "fold_range",
+    "inclusion_ranges",
+    "locate",
+    "range_nodes",
+    "split_point",
+]
+
+TILE_HEIGHT = 8
+TILE_WIDTH = 1 << TILE_HEIGHT
+
+ROW_OFFSETS: tuple[int, ...] = tuple(
+    HASH_SIZE * (2 * TILE_WIDTH - (2 * TILE_WIDTH >> r)) for r in range(TILE_HEIGHT + 1)
+)
+"""Byte offset of row r (0..7) in a tile record; ROW_OFFSETS[8] is the record size."""
+
+RECORD_SIZE = ROW_OFFSETS[TILE_HEIGHT]
+"""Bytes in one tile record: 510 hashes (rows of 256, 128, ..., 2)."""
+
+Node = tuple[int, int]
+"""A complete subtree as ``(level, index)``."""
+
+_NODE = b"\x01"
+_sha256 = hashlib.sha256
+
+
+class HashReader(Protocol):
+    """Something that returns stored hashes of complete subtrees."""
+
+    def read_hashes(self, nodes: Sequence[Node]) -> list[bytes]:
+        """Return the hash of each node, in order. Requires every node to be complete
+        in the stored tree; raises tlog.errors.NotFound if storage lacks one."""
+        ...
+
+
+def locate(level: int, index: int) -> tuple[int, int, int]:
+    """Return ``(tile_level, tile_index, byte_offset)`` of node (level, index) in its tile record.
+
+    Requires level >= 0 and index >= 0.
+    """
+    tile_level, row = divmod(level, TILE_HEIGHT)
+    shift = TILE_HEIGHT - row
+    return (
+        tile_level,
+        index >> shift,
+        ROW_OFFSETS[row] + (index & ((1 << shift) - 1)) * HASH_SIZE,
+    )
+
+
+def split_point(n: int) -> int:
+    """Return k, the largest power of two strictly less than n (RFC 6962 §2.1). Requires n > 1."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def range_nodes(lo: int, hi: int) -> list[Node]:
+    """Return the complete subtrees covering leaves [lo, hi), left to right, largest first.
+
+    Requires 0 <= lo < hi and that [lo, hi) is a range RFC 6962 takes an MTH of
+    (lo a multiple of the first power of two >= hi - lo); every range produced by
+    :func:`inclusion_ranges` and :func:`consistency_ranges` is one.
+    """
+    nodes: list[Node] = []
+    while lo < hi:
+        # The largest aligned complete subtree starting at lo that fits in [lo, hi).
+        level = min((lo & -lo).bit_length() - 1 if lo else 64, (hi - lo).bit_length() - 1)
+        nodes.append((level, lo >> level))
+        lo += 1 << level
+    return nodes
+
+
+def fold_range(hashes: Sequence[bytes]) -> bytes:
+    """Return the RFC 6962 MTH of a range from the hashes of its :func:`range_nodes`.
+
+    The subtrees shrink left to right, so RFC 6962's split at the largest power of
+    two nests to the right: MTH = H(h0, H(h1, H(h2, ...))).
+    """
+    if not hashes:
+        raise AssertionError("bad math: fold of an empty range")
+    acc = hashes[-1]
+    for h in reversed(hashes[:-1]):
+        acc = _sha256(_NODE + h + acc).digest()
+    return acc
+
+
+def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """Return the leaf ranges whose MTHs form RFC 6962 PATH(index, D[size]), sibling first.
+
+    RFC 6962 §2.1.1, unrolled: walk down from [0, size) to the leaf, recording the
+    sibling range at each split. Requires 0 <= index < size.
+    """
+    if not 0 <= index < size:
+        raise AssertionError(f"bad math: inclusion plan for index {index} in size {size}")
+    ranges: list[tuple[int, int]] = []
+    lo, hi = 0, size
+    while hi - lo > 1:
+        mid = lo + split_point(hi - lo)
+        if index < mid:
+            ranges.append((mid, hi))
+            hi = mid
+        else:
+            ranges.append((lo, mid))
+            lo = mid
+    ranges.reverse()
+    return ranges
+
+
+def consistency_ranges(old: int, new: int) -> list[tuple[int, int]]:
+    """Return the leaf ranges whose MTHs form RFC 6962 PROOF(old, D[new]).
+
+    RFC 6962 §2.1.2 SUBPROOF, unrolled. Empty when old == 0 or old == new.
+    Requires 0 <= old <= new.
+    """
+    if not 0 <= old <= new:
+        raise AssertionError(f"bad math: consistency plan for {old} -> {new}")
+    if old in (0, new):
+        return []
+    ranges: list[tuple[int, int]] = []
+    lo, hi, m, whole = 0, new, old, True
+    while m != hi - lo:
+        k = split_point(hi - lo)
+        if m <= k:
+            ranges.append((lo + k, hi))
+            hi = lo + k
+        else:
+            ranges.append((lo, lo + k))
+            lo += k
+            m -= k
+            whole = False
+    if not whole:
+        ranges.append((lo, hi))
+    ranges.reverse()
+    return ranges
+
+
+class ProofBuilder:
+    """Computes roots and proofs over a :class:`HashReader`, memoising range hashes.
+
+    One builder serves many proofs against one consistent view of a tree (e.g. all
+    receipts of one batch), so the ragged right-edge ranges they share are hashed once.
+    """
+
+    def __init__(self, reader: HashReader) -> None:
+        self._reader = reader
+        self._memo: dict[tuple[int, int], bytes] = {}
+
+    def range_hashes(self, ranges: Iterable[tuple[int, int]]) -> list[bytes]:
+        """Return the MTH of each leaf range, reading all missing subtrees in one batch."""
+        ranges = list(ranges)
+        missing = [r for r in dict.fromkeys(ranges) if r not in self._memo]
+        if missing:
+            plans = [range_nodes(lo, hi) for lo, hi in missing]
+            flat = [node for plan in plans for node in plan]
+            hashes = self._reader.read_hashes(flat)
+            pos = 0
+            for rng, plan in zip(missing, plans, strict=True):
+                self._memo[rng] = fold_range(hashes[pos : pos + len(plan)])
+                pos += len(plan)
+        return [self._memo[r] for r in ranges]
+
+    def root(self, size: int) -> bytes:
+        """Return MTH(D[size]) (RFC 6962 §2.1); the empty-tree hash for size 0."""
+        if size == 0:
+            return EMPTY_ROOT
+        return self.range_hashes([(0, size)])[0]
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """Return PATH(index, D[size]) (RFC 6962 §2.1.1). Requires 0 <= index < size."""
+        return self.range_hashes(inclusion_ranges(index, size))
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """Return PROOF(old, D[new]) (RFC 6962 §2.1.2). Requires 0 <= old <= new."""
+        return self.range_hashes(consistency_ranges(old, new))
+
+
+class TileRecords(Protocol):
+    """Tile records being written: returns the mutable record of tile (level, index),
+    loading it from storage or creating it zero-filled."""
+
+    def __call__(self, tile_level: int, tile_index: int) -> bytearray: ...
+
+
+def append_hashes(records: TileRecords, size: int, leaf_hashes: Sequence[bytes]) -> int:
+    """Store leaf hashes at indexes size, size+1, ... and every interior node they complete.
+
+    Returns the new tree size. Writes row 0 of level-0 tile records, then, level by
+    level, every parent whose right child is new: the new parents at level l+1 are
+    exactly ``[lo >> 1, hi >> 1)`` when the new nodes at level l are ``[lo, hi)``.
+    Two children always sit side by side in one row of one record, so a parent is one
+    SHA-256 over one 64-byte slice (RFC 6962 §2.1 node hash).
+    """
+    lo, hi = size, size + len(leaf_hashes)
+    # Level 0: the leaf hashes themselves, one contiguous copy per tile record.
+    pos = 0
+    index = lo
+    while index < hi:
+        tile_index, offset = divmod(index, TILE_WIDTH)
+        count = min(TILE_WIDTH - offset, hi - index)
+        records(0, tile_index)[offset * HASH_SIZE : (offset + count) * HASH_SIZE] = b"".join(
+            leaf_hashes[pos : pos + count]
+        )
+        pos += count
+        index += count
+    level = 0
+    while hi - lo > 0 and (hi >> 1) > (lo >> 1):
+        lo, hi = lo >> 1, hi >> 1
+        level += 1
+        child_level = level - 1
+        child_tile_level, child_row = divmod(child_level, TILE_HEIGHT)
+        child_shift = TILE_HEIGHT - child_row
+        child_base = ROW_OFFSETS[child_row]
+        child_mask = (1 << child_shift) - 1
+        parent_tile_level, parent_row = divmod(level, TILE_HEIGHT)
+        parent_shift = TILE_HEIGHT - parent_row
+        parent_base = ROW_OFFSETS[parent_row]
+        parent_mask = (1 << parent_shift) - 1
+        src_key = dst_key = (-1, -1)
+        src = dst = bytearray()
+        for j in range(lo, hi):
+            left = j << 1
+            key = (child_tile_level, left >> child_shift)
+            if key != src_key:
+                src_key, src = key, records(*key)
+            start = child_base + (left & child_mask) * HASH_SIZE
+            parent = _sha256(_NODE + src[start : start + 2 * HASH_SIZE]).digest()
+            key = (parent_tile_level, j >> parent_shift)
+            if key != dst_key:
+                dst_key, dst = key, records(*key)
+            start = parent_base + (j & parent_mask) * HASH_SIZE
+            dst[start : start + HASH_SIZE] = parent
+    return size + len(leaf_hashes)
