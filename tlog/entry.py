@@ -95,6 +95,7 @@ __all__ = [
     "MAX_METADATA_DEPTH",
     "SCHEMA_VERSION",
     "Envelope",
+    "decode_cbor_strict",
     "decode_envelope",
     "encode_envelope",
     "envelope_to_json",
@@ -347,7 +348,7 @@ def encode_envelope(envelope: Envelope) -> bytes:
     return leaf
 
 
-def _check_structure(leaf: bytes) -> None:
+def _check_structure(leaf: bytes, max_depth: int = MAX_METADATA_DEPTH + 1) -> None:
     """Check leaf is exactly one well-formed CBOR item of the kinds we use; raises InvalidEntry.
 
     Walks the item heads (RFC 8949 §3) without building values, and refuses: truncation,
@@ -388,8 +389,8 @@ def _check_structure(leaf: bytes) -> None:
                 raise InvalidEntry(f"leaf: truncated CBOR at byte {start}")
             pos += argument
         elif major in (4, 5):  # arrays and maps (a map holds 2 items per pair)
-            if len(pending) > MAX_METADATA_DEPTH + 1:  # the envelope map, then the metadata
-                raise InvalidEntry(f"leaf: nesting deeper than {MAX_METADATA_DEPTH + 1} levels")
+            if len(pending) > max_depth:  # the envelope map, then the metadata
+                raise InvalidEntry(f"leaf: nesting deeper than {max_depth} levels")
             pending.append(argument if major == 4 else 2 * argument)
         elif major == 6:
             raise InvalidEntry(f"leaf: CBOR tag {argument} at byte {start} is not allowed")
@@ -458,6 +459,24 @@ def decode_envelope(leaf: bytes | bytearray | memoryview) -> Envelope:
     if canonical != leaf:
         raise InvalidEntry("leaf: not the deterministic encoding (RFC 8949 §4.2.1)")
     return envelope
+
+
+def decode_cbor_strict(data: bytes, *, max_depth: int) -> Any:
+    """Return the one CBOR item in data, refusing what a leaf refuses (see _check_structure):
+    tags, indefinite lengths, odd simple values, trailing bytes, duplicate map keys, and
+    nesting deeper than max_depth. Used for request bodies. Raises InvalidEntry.
+    """
+    _check_structure(data, max_depth)
+    try:
+        return cbor2.loads(
+            data,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            strict_hashable_types=True,
+            max_depth=max_depth + 2,
+        )
+    except Exception as exc:  # cbor2 raises CBORDecodeError, but promise InvalidEntry only
+        raise InvalidEntry(f"not valid CBOR: {str(exc)[:120]}") from exc
 
 
 def _json_copy(value: Any) -> Any:

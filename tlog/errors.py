@@ -15,10 +15,12 @@ __all__ = [
     "KeyProblem",
     "LeafTooLarge",
     "NotFound",
+    "PayloadTooLarge",
     "Pushback",
     "StorageFull",
     "TlogError",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 
@@ -44,6 +46,18 @@ class LeafTooLarge(InvalidEntry):
     """The leaf is over 65,535 bytes, the C2SP tlog-tiles entry-bundle limit."""
 
     code = "leaf_too_large"
+
+
+class PayloadTooLarge(BadRequest):
+    """The request body or the artifact is over its size limit."""
+
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(BadRequest):
+    """The request body's Content-Type is not one we accept."""
+
+    code = "unsupported_media_type"
 
 
 class NotFound(TlogError, LookupError):

@@ -590,6 +590,8 @@ class Store:
             self.logs[name] = Log(
                 self, name, record["origin"], record["id"], signer, record.get("kind", RAW)
             )
+        self.on_batch: Callable[[dict[str, int], int, float], None] | None = None
+        """Called after each committed batch with (entries appended per log, items, seconds)."""
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="tlog-writer", daemon=True)
@@ -690,6 +692,7 @@ class Store:
         by_log: dict[str, list[_Job]] = {}
         for job in jobs:
             by_log.setdefault(job.log.name, []).append(job)
+        started = time.perf_counter()
         now_ms = time.time_ns() // 1_000_000
         raw: dict[int, list[_Placed | TlogError]] = {}
         touched = [self.logs[name] for name in by_log]
@@ -712,8 +715,18 @@ class Store:
             for log in touched:
                 log._discard()
             raise
+        sizes_before = {log.name: log.size for log in touched}
         for log in touched:
             log._commit()
+        if self.on_batch is not None:
+            try:
+                self.on_batch(
+                    {log.name: log.size - sizes_before[log.name] for log in touched},
+                    sum(len(job.items) for job in jobs),
+                    time.perf_counter() - started,
+                )
+            except Exception:
+                _log.exception("batch observer failed")
         with self.storage.read() as rtxn:
             for log in touched:
                 builder = None

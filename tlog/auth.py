@@ -1,0 +1,150 @@
+"""API keys: bearer tokens bound to one product and a set of scopes.
+
+A token reads ``bk_<id>_<secret>``: ``id`` is 8 random hex digits (public, shown
+by ``tlog keys list`` and recorded as the principal ``key:<id>``), ``secret`` is
+32 random bytes in base64url. Only SHA-256 of the whole token is stored; a
+presented token is hashed and compared with :func:`hmac.compare_digest`, so the
+comparison takes the same time wherever the bytes differ. Tokens are high-entropy
+random strings, so a fast hash is enough (no password stretching needed).
+
+Keys live in the log env's ``meta`` database (``apikey/<id>``), so a key created or
+revoked by the CLI is seen by a running server at its next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from tlog.errors import BadRequest, NotFound, Unauthorized
+from tlog.storage import Storage
+
+__all__ = ["SCOPES", "ApiKey", "KeyStore", "Principal"]
+
+SCOPES = ("submit", "read", "audit", "admin")
+_TOKEN = re.compile(r"bk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: the key's id, its product and its scopes."""
+
+    key_id: str
+    product: str
+    scopes: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        """Return the principal as recorded in entries and audit records: ``key:<id>``."""
+        return f"key:{self.key_id}"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored key's public facts (never its secret)."""
+
+    key_id: str
+    product: str
+    scopes: tuple[str, ...]
+    created_at: int
+    revoked_at: int | None
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class KeyStore:
+    """Creates, lists, revokes and checks API keys."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def create(self, product: str, scopes: set[str] | frozenset[str]) -> tuple[ApiKey, str]:
+        """Create a key for product with scopes; return its facts and the token.
+
+        The token is returned once and never stored. Raises BadRequest for unknown scopes.
+        """
+        bad = sorted(set(scopes) - set(SCOPES))
+        if bad or not scopes:
+            raise BadRequest(f"scopes must be a non-empty subset of {', '.join(SCOPES)}")
+        env = self._storage.env
+        while True:
+            key_id = secrets.token_hex(4)
+            token = f"bk_{key_id}_{secrets.token_urlsafe(32)}"
+            record = {
+                "key_id": key_id,
+                "product": product,
+                "scopes": sorted(scopes),
+                "sha256": _hash(token),
+                "created_at": int(time.time()),
+                "revoked_at": None,
+            }
+            with env.begin(write=True) as txn:
+                if self._storage.get_meta(txn, b"apikey/" + key_id.encode()) is not None:
+                    continue
+                self._storage.put_meta(
+                    txn, b"apikey/" + key_id.encode(), json.dumps(record).encode()
+                )
+            return self._facts(record), token
+
+    def list(self) -> list[ApiKey]:
+        """Return every key's facts, oldest first."""
+        out = []
+        with self._storage.env.begin() as txn:
+            for key, value in txn.cursor(db=self._storage.meta_db).iternext():
+                if bytes(key).startswith(b"apikey/"):
+                    out.append(self._facts(json.loads(bytes(value))))
+        return sorted(out, key=lambda k: (k.created_at, k.key_id))
+
+    def revoke(self, key_id: str) -> ApiKey:
+        """Revoke a key (it stays listed, marked revoked). Raises NotFound."""
+        with self._storage.env.begin(write=True) as txn:
+            raw = self._storage.get_meta(txn, b"apikey/" + key_id.encode())
+            if raw is None:
+                raise NotFound(f"no API key {key_id!r}")
+            record = json.loads(raw)
+            if record["revoked_at"] is None:
+                record["revoked_at"] = int(time.time())
+                self._storage.put_meta(
+                    txn, b"apikey/" + key_id.encode(), json.dumps(record).encode()
+                )
+        return self._facts(record)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """Return the principal of an ``Authorization: Bearer <token>`` header value.
+
+        Raises Unauthorized for a missing, malformed, unknown or revoked token (one
+        message for all, so the answer does not tell which part was wrong).
+        """
+        if not authorization:
+            raise Unauthorized("an API key is required: Authorization: Bearer <key>")
+        scheme, _, token = authorization.partition(" ")
+        match = _TOKEN.fullmatch(token.strip()) if scheme.lower() == "bearer" else None
+        if match is None:
+            raise Unauthorized("the API key is not valid")
+        with self._storage.env.begin() as txn:
+            raw = self._storage.get_meta(txn, b"apikey/" + match.group(1).encode())
+        record = json.loads(raw) if raw is not None else None
+        expected = record["sha256"] if record is not None else _hash("")
+        ok = hmac.compare_digest(expected.encode(), _hash(token.strip()).encode())
+        if record is None or not ok or record["revoked_at"] is not None:
+            raise Unauthorized("the API key is not valid")
+        return Principal(record["key_id"], record["product"], frozenset(record["scopes"]))
+
+    @staticmethod
+    def _facts(record: dict[str, object]) -> ApiKey:
+        scopes = record["scopes"]
+        assert isinstance(scopes, list)
+        return ApiKey(
+            key_id=str(record["key_id"]),
+            product=str(record["product"]),
+            scopes=tuple(str(s) for s in scopes),
+            created_at=int(str(record["created_at"])),
+            revoked_at=None if record["revoked_at"] is None else int(str(record["revoked_at"])),
+        )

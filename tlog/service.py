@@ -1,0 +1,225 @@
+"""The depository: a data directory's config, logs, API keys and submission rules.
+
+:class:`Service` sits between the HTTP layer and the log engine. It owns the
+data directory layout::
+
+    <data>/config.toml     the configuration in force (copied in by ``tlog init``)
+    <data>/keys/<log>.key  one Ed25519 signing key per log, mode 0600
+    <data>/lmdb/           the logs (durable); <data>/index/ derived lookups
+
+and turns a submission (a JSON or CBOR map) into a :class:`tlog.log.Draft`,
+checking it against the product's artifact types before anything is queued, so a
+bad request never reaches the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlog.auth import KeyStore
+from tlog.config import (
+    AUDIT_LOG,
+    Config,
+    ConfigError,
+    default_config_text,
+    load_config,
+    parse_config,
+)
+from tlog.entry import encode_envelope, validate_metadata
+from tlog.errors import InvalidEntry, NotFound, PayloadTooLarge
+from tlog.log import ENVELOPE, Draft, Log, Store
+
+__all__ = ["CONFIG_FILE", "Service", "Submission"]
+
+CONFIG_FILE = "config.toml"
+_FIELDS = {"artifact_type", "artifact_id", "metadata", "body"}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated submission, ready to become a Draft."""
+
+    artifact_type: str
+    artifact_id: str | None
+    metadata: dict[str, Any]
+    body: bytes
+
+
+class Service:
+    """An opened data directory: config, store, logs and keys."""
+
+    def __init__(self, data_dir: Path, config: Config, store: Store) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.store = store
+        self.keys = KeyStore(store.storage)
+
+    @staticmethod
+    def initialized(data_dir: Path) -> bool:
+        """Return True if data_dir holds an initialised depository."""
+        return (data_dir / CONFIG_FILE).is_file()
+
+    @classmethod
+    def init(
+        cls, data_dir: Path, *, config_path: Path | None = None, host: str | None = None
+    ) -> Service:
+        """Create a depository in data_dir: config, one log and key per product.
+
+        Raises ConfigError if data_dir is already initialised or the config is invalid.
+        """
+        if cls.initialized(data_dir):
+            raise ConfigError(f"{data_dir} is already initialised")
+        text = default_config_text() if config_path is None else _read(config_path)
+        if host is not None:
+            text = _with_host(text, host)
+        config = parse_config(text)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = Store.open(data_dir, map_size=config.limits.storage_map_bytes)
+        for name in config.products:
+            if name not in store.logs:
+                store.create_log(name, config.origin(name), kind=ENVELOPE)
+        (data_dir / CONFIG_FILE).write_text(text, encoding="utf-8")
+        return cls(data_dir, config, store)
+
+    @classmethod
+    def open(cls, data_dir: Path) -> Service:
+        """Open an initialised depository. Raises ConfigError, StorageError, KeyProblem."""
+        if not cls.initialized(data_dir):
+            raise ConfigError(f"{data_dir} is not initialised (run tlog init)")
+        config = load_config(data_dir / CONFIG_FILE)
+        store = Store.open(data_dir, map_size=config.limits.storage_map_bytes)
+        for name in config.products:
+            if name not in store.logs:
+                store.create_log(name, config.origin(name), kind=ENVELOPE)
+        return cls(data_dir, config, store)
+
+    def close(self) -> None:
+        """Finish queued writes and close the store."""
+        self.store.close()
+
+    def product_log(self, product: str) -> Log:
+        """Return the log of a configured product. Raises NotFound."""
+        if product not in self.config.products or product == AUDIT_LOG:
+            raise NotFound(f"no product named {product!r}")
+        return self.store.log(product)
+
+    # -- submissions ---------------------------------------------------------------
+
+    def parse_submission(self, product: str, payload: object, *, json_body: bool) -> Submission:
+        """Return the validated submission for a product from a decoded request map.
+
+        ``json_body``: the body field is base64 text (JSON) rather than bytes (CBOR).
+        Raises InvalidEntry (422) for schema problems and PayloadTooLarge (413) for a body
+        over the artifact size limit.
+        """
+        if not isinstance(payload, Mapping):
+            raise InvalidEntry("a submission must be a JSON object or CBOR map")
+        unknown = sorted(str(k) for k in set(payload) - _FIELDS)
+        if unknown:
+            raise InvalidEntry(f"unknown field(s): {', '.join(unknown)}")
+        spec = self.config.products[product]
+        artifact_type = payload.get("artifact_type")
+        if not isinstance(artifact_type, str):
+            raise InvalidEntry("artifact_type is required and must be a string")
+        if artifact_type not in spec.artifact_types:
+            raise InvalidEntry(
+                f"unknown artifact_type {artifact_type!r} for {product}; expected one of "
+                + ", ".join(sorted(spec.artifact_types))
+            )
+        artifact_id = payload.get("artifact_id")
+        if artifact_id is not None and not isinstance(artifact_id, str):
+            raise InvalidEntry("artifact_id must be a string")
+        metadata = validate_metadata(payload.get("metadata", {}))
+        missing = [k for k in spec.artifact_types[artifact_type] if k not in metadata]
+        if missing:
+            raise InvalidEntry(
+                f"artifact_type {artifact_type} requires metadata: {', '.join(missing)}"
+            )
+        body = payload.get("body", b"" if not json_body else "")
+        if json_body:
+            if not isinstance(body, str):
+                raise InvalidEntry("body must be base64 text")
+            if len(body) > (self.config.limits.max_artifact_bytes + 2) // 3 * 4 + 4:
+                raise PayloadTooLarge(_too_large(self.config.limits.max_artifact_bytes))
+            try:
+                body = base64.b64decode(body, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidEntry("body is not valid base64") from None
+        elif not isinstance(body, bytes):
+            raise InvalidEntry("body must be a CBOR byte string")
+        if len(body) > self.config.limits.max_artifact_bytes:
+            raise PayloadTooLarge(_too_large(self.config.limits.max_artifact_bytes))
+        return Submission(artifact_type, artifact_id, metadata, body)
+
+    def draft(
+        self,
+        product: str,
+        principal: str,
+        submission: Submission,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Draft:
+        """Return the Draft for a validated submission, checking that its envelope encodes.
+
+        An artifact id is generated (UUID4) when the submission has none. The request
+        digest covers the submission as sent, so a retry with the same Idempotency-Key
+        matches. Raises InvalidEntry / LeafTooLarge (422).
+        """
+        body_sha256 = hashlib.sha256(submission.body).digest()
+        digest = hashlib.sha256(
+            json.dumps(
+                {
+                    "artifact_type": submission.artifact_type,
+                    "artifact_id": submission.artifact_id,
+                    "metadata": submission.metadata,
+                    "body_sha256": body_sha256.hex(),
+                },
+                sort_keys=True,
+                separators=(",", ":"),
+            ).encode()
+        ).digest()
+        draft = Draft(
+            product=product,
+            artifact_type=submission.artifact_type,
+            artifact_id=submission.artifact_id or str(uuid.uuid4()),
+            principal=principal,
+            body=submission.body,
+            body_sha256=body_sha256,
+            metadata=submission.metadata,
+            idempotency_key=idempotency_key,
+            request_digest=digest,
+        )
+        # The largest values the writer can fill in: if this encodes, the real one will.
+        encode_envelope(draft.envelope(2**31, 2**62, 2**62))
+        return draft
+
+
+def _too_large(limit: int) -> str:
+    return f"the artifact is over the limit of {limit} bytes"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+
+
+def _with_host(text: str, host: str) -> str:
+    """Return config text with ``[service] host`` set to host (validated when parsed)."""
+    line = f"host = {json.dumps(host)}"
+    replaced, count = re.subn(r"(?m)^host\s*=.*$", line, text, count=1)
+    if count:
+        return replaced
+    if re.search(r"(?m)^\[service\]\s*$", text):
+        return re.sub(r"(?m)^\[service\]\s*$", "[service]\n" + line, text, count=1)
+    return f"[service]\n{line}\n\n{text}"
