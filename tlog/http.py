@@ -181,10 +181,12 @@ class _Api:
         any lookup; or a missing scope), NotFound (404: unknown product).
         """
         product = request.path_params["product"]
-        if public_ok and "authorization" not in request.headers:
-            spec = self.service.config.products.get(product)
-            if spec is not None and spec.public:
-                return self.service.product_log(product)
+        spec = self.service.config.products.get(product)
+        if spec is None:
+            # Product names are public configuration, not data: say so plainly.
+            raise NotFound(f"no product named {product!r}")
+        if public_ok and spec.public and "authorization" not in request.headers:
+            return self.service.product_log(product)
         principal = self._principal(request)
         if principal.product != product:
             self.metrics.denials.labels("cross_product").inc()

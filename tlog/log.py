@@ -215,13 +215,17 @@ class Log:
             with storage.read() as txn:
                 leaves = list(st.iter_leaves(txn, self.dbs, done, stop))
             with storage.write_index() as itxn:
-                for index, leaf in enumerate(leaves, done):
-                    st.claim_leaf_hash(itxn, self.dbs, leaf_hash(leaf), index)
-                    if self.kind == ENVELOPE:
-                        env = decode_envelope(leaf)
-                        st.put_version(itxn, self.dbs, env.artifact_id, env.version, index)
+                self._index_leaves(itxn, done, leaves)
                 storage.set_indexed_size(itxn, self.log_id, stop)
             done = stop
+
+    def _index_leaves(self, itxn: st.Txn, first_index: int, leaves: Sequence[bytes]) -> None:
+        """Record leaf hashes (and artifact versions) of stored leaves in the index txn."""
+        for index, leaf in enumerate(leaves, first_index):
+            st.claim_leaf_hash(itxn, self.dbs, leaf_hash(leaf), index)
+            if self.kind == ENVELOPE:
+                env = decode_envelope(leaf)
+                st.put_version(itxn, self.dbs, env.artifact_id, env.version, index)
 
     # -- state ----------------------------------------------------------------------
 
@@ -324,6 +328,12 @@ class Log:
         dbs = self.dbs
         txn, itxn = wtxn.main, wtxn.index
         size = self._size
+        indexed = self.store.storage.indexed_size(self.log_id)
+        if indexed < size:
+            # An earlier batch's index commit failed after its durable log commit: index
+            # its leaves first, or dedup and version lookups below would miss them.
+            self._index_leaves(itxn, indexed, list(st.iter_leaves(txn, dbs, indexed, size)))
+            self.store.storage.set_indexed_size(itxn, self.log_id, size)
         envelopes = self.kind == ENVELOPE
         leaves: list[bytes] = []
         hashes: list[bytes] = []
@@ -434,7 +444,9 @@ class Log:
             leaf = p.leaf if p.leaf is not None else st.get_leaf(txn, self.dbs, p.index)
             version, artifact_id = p.version, p.artifact_id
             if p.replayed and artifact_id is not None:
-                version = decode_envelope(leaf).version
+                # An earlier entry answers this item: report that entry's own facts.
+                stored = decode_envelope(leaf)
+                version, artifact_id = stored.version, stored.artifact_id
             out.append(
                 Appended(
                     index=p.index,
