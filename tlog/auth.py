@@ -19,15 +19,23 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from tlog.errors import BadRequest, NotFound, Unauthorized
+from tlog.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from tlog.storage import Storage
 
-__all__ = ["SCOPES", "ApiKey", "KeyStore", "Principal"]
+__all__ = ["SCOPES", "ApiKey", "KeyFrozen", "KeyStore", "Principal"]
 
 SCOPES = ("submit", "read", "audit", "admin")
 _TOKEN = re.compile(r"bk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
+
+
+class KeyFrozen(Forbidden):
+    """The key was frozen for breaking scope rules repeatedly (executor override)."""
+
+    code = "key_frozen"
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class ApiKey:
     scopes: tuple[str, ...]
     created_at: int
     revoked_at: int | None
+    frozen: bool = False
 
 
 def _hash(token: str) -> str:
@@ -62,8 +71,13 @@ def _hash(token: str) -> str:
 class KeyStore:
     """Creates, lists, revokes and checks API keys."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(
+        self, storage: Storage, record: Callable[[str, dict[str, Any], bytes, bytes], int]
+    ) -> None:
+        """``record(type, detail, meta_key, meta_value)`` writes an audit record and the
+        key's record in one transaction (see tlog.governance.Governance.record_with)."""
         self._storage = storage
+        self._record = record
 
     def create(self, product: str, scopes: set[str] | frozenset[str]) -> tuple[ApiKey, str]:
         """Create a key for product with scopes; return its facts and the token.
@@ -85,12 +99,15 @@ class KeyStore:
                 "created_at": int(time.time()),
                 "revoked_at": None,
             }
-            with env.begin(write=True) as txn:
+            with env.begin() as txn:
                 if self._storage.get_meta(txn, b"apikey/" + key_id.encode()) is not None:
                     continue
-                self._storage.put_meta(
-                    txn, b"apikey/" + key_id.encode(), json.dumps(record).encode()
-                )
+            self._record(
+                "key_created",
+                {"key_id": key_id, "product": product, "scopes": sorted(scopes)},
+                b"apikey/" + key_id.encode(),
+                json.dumps(record).encode(),
+            )
             return self._facts(record), token
 
     def list(self) -> list[ApiKey]:
@@ -104,16 +121,37 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke a key (it stays listed, marked revoked). Raises NotFound."""
-        with self._storage.env.begin(write=True) as txn:
+        with self._storage.env.begin() as txn:
             raw = self._storage.get_meta(txn, b"apikey/" + key_id.encode())
-            if raw is None:
-                raise NotFound(f"no API key {key_id!r}")
-            record = json.loads(raw)
-            if record["revoked_at"] is None:
-                record["revoked_at"] = int(time.time())
-                self._storage.put_meta(
-                    txn, b"apikey/" + key_id.encode(), json.dumps(record).encode()
-                )
+        if raw is None:
+            raise NotFound(f"no API key {key_id!r}")
+        record = json.loads(raw)
+        if record["revoked_at"] is None:
+            record["revoked_at"] = int(time.time())
+            self._record(
+                "key_revoked",
+                {"key_id": key_id, "product": record["product"]},
+                b"apikey/" + key_id.encode(),
+                json.dumps(record).encode(),
+            )
+        return self._facts(record)
+
+    def set_frozen(self, key_id: str, frozen: bool, detail: dict[str, Any]) -> ApiKey:
+        """Freeze or unfreeze a key (a frozen key is refused with 403 until the owner
+        unfreezes it), with its audit record. Raises NotFound."""
+        with self._storage.env.begin() as txn:
+            raw = self._storage.get_meta(txn, b"apikey/" + key_id.encode())
+        if raw is None:
+            raise NotFound(f"no API key {key_id!r}")
+        record = json.loads(raw)
+        if bool(record.get("frozen")) != frozen:
+            record["frozen"] = frozen
+            self._record(
+                "key_frozen" if frozen else "key_unfrozen",
+                {"key_id": key_id, "product": record["product"], **detail},
+                b"apikey/" + key_id.encode(),
+                json.dumps(record).encode(),
+            )
         return self._facts(record)
 
     def authenticate(self, authorization: str | None) -> Principal:
@@ -135,6 +173,11 @@ class KeyStore:
         ok = hmac.compare_digest(expected.encode(), _hash(token.strip()).encode())
         if record is None or not ok or record["revoked_at"] is not None:
             raise Unauthorized("the API key is not valid")
+        if record.get("frozen"):
+            raise KeyFrozen(
+                f"API key {record['key_id']} is frozen after repeated scope violations; "
+                "the owner must unfreeze it"
+            )
         return Principal(record["key_id"], record["product"], frozenset(record["scopes"]))
 
     @staticmethod
@@ -147,4 +190,5 @@ class KeyStore:
             scopes=tuple(str(s) for s in scopes),
             created_at=int(str(record["created_at"])),
             revoked_at=None if record["revoked_at"] is None else int(str(record["revoked_at"])),
+            frozen=bool(record.get("frozen")),
         )

@@ -25,9 +25,15 @@ __all__ = [
 
 
 class TlogError(Exception):
-    """Root of every error raised by the ``tlog`` package."""
+    """Root of every error raised by the ``tlog`` package.
+
+    ``threat`` names the threat of the certification document this refusal is a
+    detection of (tlog.governance.THREATS), if any: the HTTP layer counts it and
+    writes a ``threat`` audit record beside the ``refusal`` record.
+    """
 
     code = "internal_error"
+    threat: str | None = None
 
 
 class BadRequest(TlogError, ValueError):
@@ -71,6 +77,7 @@ class Conflict(TlogError):
     with other content)."""
 
     code = "conflict"
+    threat = "concurrent_write_collision"
 
 
 class Unauthorized(TlogError):

@@ -14,22 +14,28 @@ lookup, counted and recorded), then check the scope (403).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import logging
+import math
+import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tlog.auth import Principal
+from tlog.auth import KeyFrozen, Principal
+from tlog.config import AUDIT_LOG
 from tlog.entry import decode_cbor_strict, decode_envelope, envelope_to_json
 from tlog.errors import (
     BadRequest,
@@ -44,7 +50,16 @@ from tlog.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from tlog.log import Appended, Log
+from tlog.governance import (
+    THREAT_DETECTIONS,
+    THREATS,
+    DeadlineExceeded,
+    Halted,
+    RateLimited,
+    ScaleMonitor,
+    decode_audit_record,
+)
+from tlog.log import ENVELOPE, Appended, Draft, Log
 from tlog.metrics import CONTENT_TYPE, Metrics
 from tlog.service import Service
 from verifier.errors import MalformedTile
@@ -59,6 +74,8 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 # Error class -> HTTP status. Lookup walks the MRO, so subclasses inherit their parent's.
 STATUS: dict[type[Exception], int] = {
+    RateLimited: 429,
+    DeadlineExceeded: 504,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     InvalidEntry: 422,
@@ -82,8 +99,10 @@ _TITLES = {
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    504: "Gateway Timeout",
     507: "Insufficient Storage",
 }
 
@@ -104,22 +123,27 @@ def _status_of(exc: Exception) -> int:
     return 500
 
 
-async def _tlog_error(request: Request, exc: Exception) -> Response:
+def _error_response(request: Request, exc: Exception) -> Response:
     status = _status_of(exc)
-    if status >= 500 and not isinstance(exc, Pushback | StorageFull):
+    if status >= 500 and not isinstance(exc, Pushback | StorageFull | DeadlineExceeded):
         _log.error("internal error on %s %s: %r", request.method, request.url.path, exc)
         return problem(500, "internal_error", "an internal error occurred")
-    headers = {"Retry-After": "1"} if isinstance(exc, Pushback) else None
     code = getattr(exc, "code", "error")
+    if isinstance(exc, Halted):
+        return problem(
+            503,
+            exc.code,
+            str(exc),
+            {"Retry-After": "30"},
+            reason=exc.reason,
+            incident_index=exc.incident_index,
+        )
+    headers = None
+    if isinstance(exc, Pushback):
+        headers = {"Retry-After": "1"}
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return problem(status, code, str(exc), headers)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        return _method_not_allowed()
-    code = {404: "not_found"}.get(exc.status_code, "http_error")
-    return problem(exc.status_code, code, str(exc.detail))
 
 
 def _method_not_allowed() -> Response:
@@ -158,12 +182,42 @@ def _path_int(request: Request, name: str) -> int:
     return int(raw)
 
 
-@dataclass
+REFUSALS = frozenset({401, 403, 405, 409, 413, 415, 422, 429, 503, 504, 507})
+"""Statuses whose every occurrence is written to the audit log."""
+
+SCOPE_STRIKES_TO_FREEZE = 5
+"""Scope violations after which a key is frozen (executor override)."""
+
+ESCALATION_REFUSALS = 20
+ESCALATION_WINDOW_S = 60.0
+COOL_OFF_S = 60.0
+"""AI escalation: this many refused writes by one key within the window start a cool-off
+during which its writes answer 429."""
+
+
+class CrossProduct(Forbidden):
+    """A key was used on another product's path."""
+
+    threat = "cross_product_access"
+
+
+class CoolOff(RateLimited):
+    """Repeated refused writes from one key: it must wait (AI escalation)."""
+
+    threat = "ai_escalation"
+
+
 class _Api:
     """The route handlers, bound to one service."""
 
-    service: Service
-    metrics: Metrics
+    def __init__(self, service: Service, metrics: Metrics) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.gov = service.governance
+        self.scale = ScaleMonitor(service.governance)
+        self._strikes: dict[str, int] = {}
+        self._refused: dict[str, list[float]] = {}
+        self._cool_off: dict[str, float] = {}
 
     # -- auth ---------------------------------------------------------------------
 
@@ -173,14 +227,26 @@ class _Api:
         except Unauthorized:
             self.metrics.denials.labels("unauthenticated").inc()
             raise
+        except KeyFrozen:
+            self.metrics.denials.labels("key_frozen").inc()
+            raise
 
     def _authorize(self, request: Request, scopes: tuple[str, ...], *, public_ok: bool) -> Log:
         """Return the path's log if the caller may use it with one of ``scopes``.
 
         Raises Unauthorized (401), Forbidden (403: another product's path, checked before
-        any lookup; or a missing scope), NotFound (404: unknown product).
+        any lookup; a missing scope; a frozen key), NotFound (404: unknown product).
+        The audit log (``/logs/_audit``) is readable by any key with the ``audit`` scope.
         """
         product = request.path_params["product"]
+        if product == AUDIT_LOG:
+            if scopes != ("read", "audit"):
+                raise Forbidden("the audit log is written only by the service")
+            principal = self._principal(request)
+            request.state.principal = principal
+            if "audit" not in principal.scopes:
+                self._strike(principal, "audit")
+            return self.gov.audit
         spec = self.service.config.products.get(product)
         if spec is None:
             # Product names are public configuration, not data: say so plainly.
@@ -188,21 +254,97 @@ class _Api:
         if public_ok and spec.public and "authorization" not in request.headers:
             return self.service.product_log(product)
         principal = self._principal(request)
+        request.state.principal = principal
         if principal.product != product:
             self.metrics.denials.labels("cross_product").inc()
-            self.metrics.threats.labels("cross_product_access").inc()
-            _log.warning(
-                "cross-product access refused: %s (product %s) on %s",
-                principal.name,
-                principal.product,
-                request.url.path,
-            )
-            raise Forbidden("this API key belongs to another product")
+            raise CrossProduct("this API key belongs to another product")
         if not principal.scopes.intersection(scopes):
-            self.metrics.denials.labels("missing_scope").inc()
-            raise Forbidden(f"this API key lacks the {' or '.join(scopes)} scope")
-        request.state.principal = principal
+            self._strike(principal, " or ".join(scopes))
         return self.service.product_log(product)
+
+    def _strike(self, principal: Principal, wanted: str) -> None:
+        """Refuse a scope violation; freeze the key at the fifth (executor override)."""
+        self.metrics.denials.labels("missing_scope").inc()
+        strikes = self._strikes.get(principal.key_id, 0) + 1
+        self._strikes[principal.key_id] = strikes
+        if strikes >= SCOPE_STRIKES_TO_FREEZE:
+            self.service.keys.set_frozen(
+                principal.key_id, True, {"reason": "repeated scope violations", "count": strikes}
+            )
+            error = Forbidden(
+                f"this API key lacks the {wanted} scope; after {strikes} violations it is "
+                "now frozen until the owner unfreezes it"
+            )
+            error.threat = "executor_override"
+            raise error
+        raise Forbidden(f"this API key lacks the {wanted} scope")
+
+    def _check_cool_off(self, principal: Principal) -> None:
+        until = self._cool_off.get(principal.key_id)
+        if until is not None and time.monotonic() < until:
+            raise RateLimited(
+                "this API key is cooling off after repeated refused writes",
+                code="cool_off",
+                retry_after=until - time.monotonic(),
+            )
+
+    def note_refusal(self, request: Request, status: int) -> TlogError | None:
+        """Track refused writes per key; return a CoolOff to record when one starts."""
+        principal = getattr(request.state, "principal", None)
+        if principal is None or request.method != "POST" or status == 429:
+            return None
+        now = time.monotonic()
+        series = [
+            t for t in self._refused.get(principal.key_id, []) if t > now - ESCALATION_WINDOW_S
+        ]
+        series.append(now)
+        self._refused[principal.key_id] = series
+        if len(series) >= ESCALATION_REFUSALS:
+            self._refused[principal.key_id] = []
+            self._cool_off[principal.key_id] = now + COOL_OFF_S
+            return CoolOff(
+                f"{len(series)} refused writes within {ESCALATION_WINDOW_S:.0f} s: cool-off",
+                code="cool_off",
+                retry_after=COOL_OFF_S,
+            )
+        return None
+
+    async def record_refusal(self, request: Request, exc: Exception, status: int) -> None:
+        """Write the refusal (and any threat it detects) to the audit log, durably."""
+        principal = getattr(request.state, "principal", None)
+        who = principal.name if principal is not None else _claimed(request)
+        product = request.path_params.get("product") if request.path_params else None
+        leaves = [
+            self.gov.leaf(
+                "refusal",
+                principal=who,
+                product=product if isinstance(product, str) else None,
+                detail={
+                    "status": status,
+                    "code": str(getattr(exc, "code", "error")),
+                    "method": request.method,
+                    "path": request.url.path[:512],
+                },
+            )
+        ]
+        threats = [getattr(exc, "threat", None)]
+        cool = self.note_refusal(request, status)
+        if cool is not None:
+            threats.append(cool.threat)
+        for threat in threats:
+            if threat:
+                leaves.append(
+                    self.gov.threat_leaf(
+                        threat,
+                        {"status": status, "path": request.url.path[:512]},
+                        principal=who,
+                        product=product if isinstance(product, str) else None,
+                    )
+                )
+        try:
+            await self.gov.audit.write_async(leaves)
+        except TlogError:
+            _log.exception("could not record a refusal in the audit log")
 
     def _read(self, request: Request, *, public_ok: bool = False) -> Log:
         return self._authorize(request, ("read", "audit"), public_ok=public_ok)
@@ -253,6 +395,8 @@ class _Api:
         """POST /logs/{product}/entries: append one artifact, answer with its receipt."""
         log = self._authorize(request, ("submit",), public_ok=False)
         principal: Principal = request.state.principal
+        self._check_cool_off(principal)
+        self.gov.check_writable()
         limits = self.service.config.limits
         payload, is_json = await self._body(request, limits.max_request_bytes)
         submission = self.service.parse_submission(log.name, payload, json_body=is_json)
@@ -262,12 +406,33 @@ class _Api:
             submission,
             idempotency_key=self._idempotency_key(request),
         )
-        self.metrics.pending.inc()
-        try:
-            appended = await log.submit(draft)
-        finally:
-            self.metrics.pending.dec()
+        (appended,) = await self._write(log, [draft])
+        assert isinstance(appended, Appended)
         return JSONResponse(_receipt_json(appended), 200 if appended.replayed else 201)
+
+    async def _write(self, log: Log, drafts: list[Draft]) -> list[Appended]:
+        """Admit drafts against the limits, append them, and return their outcomes.
+
+        Raises the first item's error (the HTTP layer validates items beforehand, so the
+        only per-item errors left are conflicts found at sequencing time).
+        """
+        self.gov.admit_write(log, len(drafts), self.scale.pending)
+        self.scale.pending += len(drafts)
+        self.metrics.pending.inc(len(drafts))
+        try:
+            outcomes = await log.submit_many(drafts)
+        finally:
+            self.scale.pending -= len(drafts)
+            self.metrics.pending.dec(len(drafts))
+        out: list[Appended] = []
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, TlogError):
+                if len(outcomes) > 1:
+                    raise type(outcome)(f"entries[{i}]: {outcome}")
+                raise outcome
+            out.append(outcome)
+        self.scale.wrote(log.name, len(drafts), max(len(d.body) for d in drafts))
+        return out
 
     async def submit_batch(self, request: Request) -> Response:
         """POST /logs/{product}/entries/batch: append many artifacts, one receipt each.
@@ -277,6 +442,8 @@ class _Api:
         """
         log = self._authorize(request, ("submit",), public_ok=False)
         principal: Principal = request.state.principal
+        self._check_cool_off(principal)
+        self.gov.check_writable()
         limits = self.service.config.limits
         payload, is_json = await self._body(request, limits.max_request_bytes)
         if isinstance(payload, dict) and set(payload) == {"entries"}:
@@ -300,17 +467,9 @@ class _Api:
                 )
             except TlogError as exc:
                 raise type(exc)(f"entries[{i}]: {exc}") from None
-        self.metrics.pending.inc(len(drafts))
-        try:
-            outcomes = await log.submit_many(drafts)
-        finally:
-            self.metrics.pending.dec(len(drafts))
-        receipts = []
-        for i, outcome in enumerate(outcomes):
-            if isinstance(outcome, TlogError):
-                raise type(outcome)(f"entries[{i}]: {outcome}")
-            receipts.append(_receipt_json(outcome))
-        replayed = all(isinstance(o, Appended) and o.replayed for o in outcomes)
+        outcomes = await self._write(log, drafts)
+        receipts = [_receipt_json(o) for o in outcomes]
+        replayed = all(o.replayed for o in outcomes)
         return JSONResponse({"receipts": receipts}, 200 if replayed else 201)
 
     # -- reads --------------------------------------------------------------------------
@@ -329,9 +488,8 @@ class _Api:
         log = self._read(request, public_ok=True)
         return PlainTextResponse(log.vkey + "\n", media_type="text/plain; charset=utf-8")
 
-    async def tile(self, request: Request) -> Response:
+    def _tile(self, request: Request, log: Log) -> Response:
         """GET /logs/{product}/tile/...: C2SP tlog-tiles hash tiles and entry bundles."""
-        log = self._read(request, public_ok=True)
         try:
             tile = parse_tile_path("tile/" + request.path_params["path"])
         except MalformedTile as exc:
@@ -345,9 +503,8 @@ class _Api:
             data, media_type="application/octet-stream", headers={"Cache-Control": cache}
         )
 
-    async def entry(self, request: Request) -> Response:
+    def _entry(self, request: Request, log: Log) -> Response:
         """GET /logs/{product}/entries/{index}: leaf bytes and the decoded envelope."""
-        log = self._read(request)
         index = _path_int(request, "index")
         leaf = log.entry(index)
         from verifier.hashing import leaf_hash
@@ -357,13 +514,16 @@ class _Api:
                 "index": index,
                 "leaf": _b64(leaf),
                 "leaf_hash": _b64(leaf_hash(leaf)),
-                "entry": envelope_to_json(decode_envelope(leaf)),
+                "entry": (
+                    envelope_to_json(decode_envelope(leaf))
+                    if log.kind == ENVELOPE
+                    else asdict(decode_audit_record(leaf))
+                ),
             }
         )
 
-    async def inclusion(self, request: Request) -> Response:
+    def _inclusion(self, request: Request, log: Log) -> Response:
         """GET /logs/{product}/proof/inclusion?index=I&size=N (or leaf_hash=H&size=N)."""
-        log = self._read(request)
         size = _int_param(request, "size")
         assert size is not None
         index = _int_param(request, "index", required=False)
@@ -383,25 +543,22 @@ class _Api:
         proof = log.inclusion_proof(index, size)
         return JSONResponse({"index": index, "tree_size": size, "proof": [_b64(h) for h in proof]})
 
-    async def consistency(self, request: Request) -> Response:
+    def _consistency(self, request: Request, log: Log) -> Response:
         """GET /logs/{product}/proof/consistency?old=M&new=N."""
-        log = self._read(request)
         old = _int_param(request, "old")
         new = _int_param(request, "new")
         assert old is not None and new is not None
         proof = log.consistency_proof(old, new)
         return JSONResponse({"old": old, "new": new, "proof": [_b64(h) for h in proof]})
 
-    async def receipt(self, request: Request) -> Response:
+    def _receipt(self, request: Request, log: Log) -> Response:
         """GET /logs/{product}/receipts/{index}?size=N: a C2SP tlog-proof receipt."""
-        log = self._read(request)
         index = _path_int(request, "index")
         size = _int_param(request, "size", required=False)
         return PlainTextResponse(log.receipt(index, size), media_type="text/plain; charset=utf-8")
 
-    async def artifact(self, request: Request) -> Response:
+    def _artifact(self, request: Request, log: Log) -> Response:
         """GET /logs/{product}/artifacts/{artifact_id}: every version with its index."""
-        log = self._read(request)
         artifact_id = request.path_params["artifact_id"]
         versions = log.versions(artifact_id)
         return JSONResponse(
@@ -411,9 +568,8 @@ class _Api:
             }
         )
 
-    async def artifact_body(self, request: Request) -> Response:
+    def _artifact_body(self, request: Request, log: Log) -> Response:
         """GET /logs/{product}/artifacts/{artifact_id}/body[?version=V]: the body bytes."""
-        log = self._read(request)
         artifact_id = request.path_params["artifact_id"]
         versions = log.versions(artifact_id)
         wanted = _int_param(request, "version", required=False)
@@ -435,6 +591,57 @@ class _Api:
             },
         )
 
+    async def tile(self, request: Request) -> Response:
+        """GET /logs/{product}/tile/...: C2SP tlog-tiles hash tiles and entry bundles."""
+        log = self._read(request, public_ok=True)
+        return await self._timed(self._tile, request, log)
+
+    async def entry(self, request: Request) -> Response:
+        """GET /logs/{product}/entries/{index}: leaf bytes and the decoded envelope."""
+        log = self._read(request)
+        return await self._timed(self._entry, request, log)
+
+    async def inclusion(self, request: Request) -> Response:
+        """GET /logs/{product}/proof/inclusion?index=I&size=N (or leaf_hash=H&size=N)."""
+        log = self._read(request)
+        return await self._timed(self._inclusion, request, log)
+
+    async def consistency(self, request: Request) -> Response:
+        """GET /logs/{product}/proof/consistency?old=M&new=N."""
+        log = self._read(request)
+        return await self._timed(self._consistency, request, log)
+
+    async def receipt(self, request: Request) -> Response:
+        """GET /logs/{product}/receipts/{index}?size=N: a C2SP tlog-proof receipt."""
+        log = self._read(request)
+        return await self._timed(self._receipt, request, log)
+
+    async def artifact(self, request: Request) -> Response:
+        """GET /logs/{product}/artifacts/{artifact_id}: every version with its index."""
+        log = self._read(request)
+        return await self._timed(self._artifact, request, log)
+
+    async def artifact_body(self, request: Request) -> Response:
+        """GET /logs/{product}/artifacts/{artifact_id}/body[?version=V]: the body bytes."""
+        log = self._read(request)
+        return await self._timed(self._artifact_body, request, log)
+
+    async def _timed(
+        self, fn: Callable[[Request, Log], Response], request: Request, log: Log
+    ) -> Response:
+        """Run a read in a worker thread under the query deadline; raise DeadlineExceeded
+        (504) if it takes longer. The measured time feeds /metrics/scale-status."""
+        deadline = self.service.config.limits.query_deadline_ms / 1000
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(run_in_threadpool(fn, request, log), deadline)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the query took longer than the {deadline * 1000:.0f} ms deadline"
+            ) from None
+        finally:
+            self.scale.read_took(time.perf_counter() - started)
+
     # -- operations ----------------------------------------------------------------------
 
     async def metrics_text(self, request: Request) -> Response:
@@ -443,12 +650,45 @@ class _Api:
             self.metrics.tree_size.labels(name).set(log.size)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
+    async def scale_status(self, request: Request) -> Response:
+        """GET /metrics/scale-status: every certified limit, measured, as JSON."""
+        await self.review_scale()
+        return JSONResponse(self.scale.status())
+
+    async def review_scale(self) -> None:
+        """Write a scale_review_required record for each limit that crossed 80% upward."""
+        leaves = self.scale.review()
+        if leaves:
+            await self.gov.audit.write_async(leaves)
+
+    async def threats(self, request: Request) -> Response:
+        """GET /governance/threats: the ten threats with their detection counts."""
+        counts = {t: 0.0 for t in THREATS}
+        for metric in self.metrics.threats.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    counts[sample.labels["threat"]] = sample.value
+        return JSONResponse(
+            {
+                "state": self.gov.state().state,
+                "threats": [
+                    {"threat": t, "detections": int(counts[t]), "detection": THREAT_DETECTIONS[t]}
+                    for t in THREATS
+                ],
+            }
+        )
+
+    async def governance_state(self, request: Request) -> Response:
+        """GET /governance/state: NORMAL, READ_ONLY or HALTED, with reason and incident."""
+        state = self.gov.state()
+        return JSONResponse(asdict(state) | {"config_fingerprint": self.gov.approved_fingerprint()})
+
     async def healthz(self, request: Request) -> Response:
         """GET /healthz: liveness."""
         return JSONResponse({"status": "ok"})
 
     async def refuse_mutation(self, request: Request) -> Response:
-        """PUT, PATCH, DELETE anywhere: 405, the store is append-only."""
+        """PUT, PATCH, DELETE anywhere: 405, the store is append-only (see create_app)."""
         return _method_not_allowed()
 
 
@@ -464,6 +704,15 @@ def _receipt_json(a: Appended) -> dict[str, Any]:
         "artifact_id": a.artifact_id,
         "version": a.version,
     }
+
+
+def _claimed(request: Request) -> str | None:
+    """Return ``claimed:key:<id>`` for an unauthenticated request whose bearer token has
+    our shape (the id is public; the secret is never recorded), else None."""
+    match = re.fullmatch(
+        r"[Bb]earer bk_([0-9a-f]{8})_\S*", request.headers.get("authorization", "").strip()
+    )
+    return f"claimed:key:{match.group(1)}" if match else None
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -527,12 +776,35 @@ def create_app(service: Service, metrics: Metrics | None = None) -> Starlette:
         Route(f"{p}/artifacts/{{artifact_id:path}}/body", api.artifact_body, methods=["GET"]),
         Route(f"{p}/artifacts/{{artifact_id:path}}", api.artifact, methods=["GET"]),
         Route("/metrics", api.metrics_text, methods=["GET"]),
+        Route("/metrics/scale-status", api.scale_status, methods=["GET"]),
+        Route("/governance/threats", api.threats, methods=["GET"]),
+        Route("/governance/state", api.governance_state, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/{anything:path}", api.refuse_mutation, methods=mutating),
     ]
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException):
+            response = (
+                _method_not_allowed()
+                if exc.status_code == 405
+                else problem(exc.status_code, "not_found", str(exc.detail))
+            )
+        else:
+            response = _error_response(request, exc)
+        if response.status_code in REFUSALS:
+            await api.record_refusal(request, exc, response.status_code)
+        return response
+
+    async def refuse_mutation(request: Request) -> Response:
+        response = _method_not_allowed()
+        await api.record_refusal(request, HTTPException(405), 405)
+        return response
+
+    routes[-1] = Route("/{anything:path}", refuse_mutation, methods=mutating)
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
-        TlogError: _tlog_error,
-        HTTPException: _http_error,
+        TlogError: on_error,
+        HTTPException: on_error,
         Exception: _internal_error,
     }
 
@@ -543,8 +815,28 @@ def create_app(service: Service, metrics: Metrics | None = None) -> Starlette:
             metrics.appends.labels(name).inc(count)
 
     service.store.on_batch = on_batch
-    app = Starlette(routes=routes, exception_handlers=handlers)
+    service.governance.on_threat = lambda threat: metrics.threats.labels(threat).inc()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(2)
+                try:
+                    service.store.refresh()
+                    await api.review_scale()
+                except Exception:
+                    _log.exception("periodic governance check failed")
+
+        task = asyncio.create_task(tick())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.add_middleware(_Observe, metrics=metrics)
     app.state.service = service
     app.state.metrics = metrics
+    app.state.api = api
     return app

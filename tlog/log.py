@@ -47,7 +47,7 @@ from verifier.note import Signer
 from verifier.proof import verify_consistency
 from verifier.receipt import Receipt, format_receipt
 
-__all__ = ["ENVELOPE", "RAW", "Appended", "Batch", "Draft", "Log", "Store"]
+__all__ = ["ENVELOPE", "RAW", "Appended", "Batch", "Draft", "Log", "Store", "VersionConflict"]
 
 RAW = "raw"
 """A log of raw leaves (append_many, benchmarks, the audit log's own records)."""
@@ -68,6 +68,12 @@ MAX_BATCH_BYTES = 64 << 20
 _EMPTY_SHA256 = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 
 
+class VersionConflict(Conflict):
+    """A submission's expected_version is not the artifact's latest version."""
+
+    code = "version_conflict"
+
+
 @dataclass(frozen=True)
 class Draft:
     """An artifact submission before sequencing: the writer fills in version,
@@ -82,6 +88,9 @@ class Draft:
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     request_digest: bytes = b""
+    expected_version: int | None = None
+    """If set, the artifact's latest version must be this (0: it must not exist yet),
+    checked atomically when the entry is sequenced; otherwise Conflict (409)."""
 
     def envelope(self, version: int, prev_index: int | None, integrated_at: int) -> Envelope:
         """Return the envelope this draft becomes at the given version and time."""
@@ -157,6 +166,15 @@ class _Job:
     proofs: bool
     deliver: Callable[[list[Outcome] | TlogError], None]
     nbytes: int = 0
+    # Runs inside the batch's write transaction after every log is integrated, with this
+    # job's placements; raising a TlogError aborts the whole batch. Such a job is batched
+    # alone, so its failure cannot take other writers' entries with it.
+    pre_commit: Callable[[st.WriteTxn, list[_Placed | TlogError]], None] | None = None
+
+
+AuditHook = Callable[[str, int, int, bytes, Sequence[str]], bytes]
+"""Builds the audit log's record of one batch appended to one log:
+(log name, first index, new size, new root, principals) -> audit leaf."""
 
 
 class Log:
@@ -270,6 +288,49 @@ class Log:
         self.store._enqueue(_Job(self, items, proof, deliver, sum(map(_item_bytes, items))))
         return await future
 
+    def write_sync(
+        self,
+        items: Sequence[Item],
+        *,
+        pre_commit: Callable[[st.WriteTxn, list[_Placed | TlogError]], None] | None = None,
+        proofs: bool = False,
+        timeout: float | None = None,
+    ) -> list[Outcome]:
+        """Queue items as one job from a plain thread; block until durable and return one
+        outcome per item. ``pre_commit`` runs in the same write transaction (see _Job).
+
+        Raises the batch's TlogError (e.g. StorageFull, or what pre_commit raised).
+        """
+        future: concurrent.futures.Future[list[Outcome]] = concurrent.futures.Future()
+
+        def deliver(result: list[Outcome] | TlogError) -> None:
+            if isinstance(result, TlogError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        nbytes = sum(map(_item_bytes, items))
+        self.store._enqueue(_Job(self, items, proofs, deliver, nbytes, pre_commit))
+        return future.result(timeout)
+
+    async def write_async(
+        self,
+        items: Sequence[Item],
+        *,
+        pre_commit: Callable[[st.WriteTxn, list[_Placed | TlogError]], None] | None = None,
+        proofs: bool = False,
+    ) -> list[Outcome]:
+        """Like write_sync, for asyncio callers. Raises the batch's TlogError."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Outcome]] = loop.create_future()
+
+        def deliver(result: list[Outcome] | TlogError) -> None:
+            self.store._resolve(loop, future, result)
+
+        nbytes = sum(map(_item_bytes, items))
+        self.store._enqueue(_Job(self, items, proofs, deliver, nbytes, pre_commit))
+        return await future
+
     def append_many(self, leaves: Sequence[bytes], *, timeout: float | None = None) -> Batch:
         """Append raw leaves durably and return their indexes and the covering checkpoint.
 
@@ -280,16 +341,7 @@ class Log:
         for i, leaf in enumerate(leaves):
             if len(leaf) > MAX_LEAF_BYTES:
                 raise LeafTooLarge(f"leaf {i} is {len(leaf)} bytes; the limit is {MAX_LEAF_BYTES}")
-        future: concurrent.futures.Future[list[Outcome]] = concurrent.futures.Future()
-
-        def deliver(result: list[Outcome] | TlogError) -> None:
-            if isinstance(result, TlogError):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-        self.store._enqueue(_Job(self, leaves, False, deliver, sum(map(len, leaves))))
-        outcomes = future.result(timeout)
+        outcomes = self.write_sync(leaves, timeout=timeout)
         indexes: list[int] = []
         for outcome in outcomes:
             if isinstance(outcome, TlogError):
@@ -327,6 +379,8 @@ class Log:
         """
         dbs = self.dbs
         txn, itxn = wtxn.main, wtxn.index
+        if st.leaf_count(txn, dbs) != self._size:
+            self._reload(txn)
         size = self._size
         indexed = self.store.storage.indexed_size(self.log_id)
         if indexed < size:
@@ -361,6 +415,11 @@ class Log:
                             continue
                     latest = st.latest_version(itxn, dbs, item.artifact_id)
                     version, prev = (latest[0] + 1, latest[1]) if latest else (1, None)
+                    if item.expected_version is not None and item.expected_version != version - 1:
+                        raise VersionConflict(
+                            f"artifact {item.artifact_id!r} is at version {version - 1}, "
+                            f"not {item.expected_version}"
+                        )
                     leaf = encode_envelope(item.envelope(version, prev, now_ms))
                 else:
                     leaf = item
@@ -411,6 +470,30 @@ class Log:
             self.store.storage.set_indexed_size(itxn, self.log_id, new_size)
             self._next = (new_size, root, note)
         return placed
+
+    def _reload(self, txn: Any) -> None:
+        """Adopt the stored state: another process (e.g. the tlog CLI) appended to this log.
+
+        LMDB serialises write transactions across processes, so within this write
+        transaction the stored state is current. Raises StorageError/KeyProblem if the
+        stored log does not verify.
+        """
+        latest = st.latest_checkpoint(txn, self.dbs)
+        count = st.leaf_count(txn, self.dbs)
+        if latest is None or latest[0] != count:
+            raise StorageError(
+                f"log {self.name}: {count} leaves, checkpoint {latest and latest[0]}"
+            )
+        size, note = latest
+        try:
+            cp = open_checkpoint(note, self._verifier_keys, origin=self.origin)
+        except VerificationError as exc:
+            raise KeyProblem(f"log {self.name}: stored checkpoint does not verify ({exc})") from exc
+        if size < self._size:
+            raise StorageError(f"log {self.name} shrank from {self._size} to {size}")
+        self._size, self._root, self._note = size, cp.root, note.decode()
+        self._next = (self._size, self._root, self._note)
+        self._records = {}
 
     def _commit(self) -> None:
         """The batch is durable: adopt its state and keep only right-edge tile records."""
@@ -602,6 +685,9 @@ class Store:
             self.logs[name] = Log(
                 self, name, record["origin"], record["id"], signer, record.get("kind", RAW)
             )
+        self.audit_log: str | None = None
+        """Name of the log that receives one record per batch appended to any other log."""
+        self.audit_hook: AuditHook | None = None
         self.on_batch: Callable[[dict[str, int], int, float], None] | None = None
         """Called after each committed batch with (entries appended per log, items, seconds)."""
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -637,6 +723,14 @@ class Store:
         log = Log(self, name, origin, record["id"], signer, kind)
         self.logs[name] = log
         return log
+
+    def refresh(self) -> None:
+        """Pick up appends made by another process (e.g. the tlog CLI) to any log: the
+        writer reloads a log whose stored size differs from its own."""
+        with self.storage.read() as txn:
+            stale = [log for log in self.logs.values() if st.leaf_count(txn, log.dbs) != log.size]
+        for log in stale:
+            self._enqueue(_Job(log, (), False, lambda result: None))
 
     def log(self, name: str) -> Log:
         """Return the log called name. Raises NotFound."""
@@ -681,7 +775,8 @@ class Store:
                 break
             jobs = [job]
             count, nbytes = len(job.items), job.nbytes
-            while count < MAX_BATCH_ITEMS and nbytes < MAX_BATCH_BYTES:
+            held: _Job | None = None
+            while job.pre_commit is None and count < MAX_BATCH_ITEMS and nbytes < MAX_BATCH_BYTES:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -689,16 +784,20 @@ class Store:
                 if nxt is None:
                     stop = True
                     break
+                if nxt.pre_commit is not None:
+                    held = nxt  # batched alone, next
+                    break
                 jobs.append(nxt)
                 count += len(nxt.items)
                 nbytes += nxt.nbytes
-            try:
-                self._process(jobs)
-            except BaseException:  # never let the writer die silently
-                _log.exception("writer thread failed on a batch")
-                error = StorageError("internal error while writing; nothing was written")
-                for j in jobs:
-                    j.deliver(error)
+            for batch in [jobs, [held]] if held is not None else [jobs]:
+                try:
+                    self._process(batch)
+                except BaseException:  # never let the writer die silently
+                    _log.exception("writer thread failed on a batch")
+                    error = StorageError("internal error while writing; nothing was written")
+                    for j in batch:
+                        j.deliver(error)
 
     def _process(self, jobs: list[_Job]) -> None:
         by_log: dict[str, list[_Job]] = {}
@@ -707,16 +806,38 @@ class Store:
         started = time.perf_counter()
         now_ms = time.time_ns() // 1_000_000
         raw: dict[int, list[_Placed | TlogError]] = {}
-        touched = [self.logs[name] for name in by_log]
+        audit = self.logs.get(self.audit_log) if self.audit_log is not None else None
+        touched = [self.logs[name] for name in by_log if self.logs[name] is not audit]
+        records: list[bytes] = []
         try:
             with self.storage.write() as wtxn:
                 for log in touched:
                     items = [it for job in by_log[log.name] for it in job.items]
+                    before = log.size
                     outcomes = log._integrate(wtxn, items, now_ms)
                     pos = 0
                     for job in by_log[log.name]:
                         raw[id(job)] = outcomes[pos : pos + len(job.items)]
                         pos += len(job.items)
+                    if audit is not None and self.audit_hook is not None and log._pending:
+                        new_size, root, _ = log._next
+                        principals = sorted({it.principal for it in items if isinstance(it, Draft)})
+                        records.append(
+                            self.audit_hook(log.name, before, new_size, root, principals)
+                        )
+                if audit is not None and (records or audit.name in by_log):
+                    # The audit log goes last, so it records this batch in this transaction.
+                    audit_jobs = by_log.get(audit.name, [])
+                    items = [it for job in audit_jobs for it in job.items]
+                    touched.append(audit)
+                    outcomes = audit._integrate(wtxn, [*items, *records], now_ms)
+                    pos = 0
+                    for job in audit_jobs:
+                        raw[id(job)] = outcomes[pos : pos + len(job.items)]
+                        pos += len(job.items)
+                for job in jobs:
+                    if job.pre_commit is not None:
+                        job.pre_commit(wtxn, raw[id(job)])
         except TlogError as exc:
             for log in touched:
                 log._discard()
@@ -742,9 +863,9 @@ class Store:
         with self.storage.read() as rtxn:
             for log in touched:
                 builder = None
-                if any(job.proofs for job in by_log[log.name]) and log.size:
+                if any(job.proofs for job in by_log.get(log.name, [])) and log.size:
                     builder = ProofBuilder(TxnHashReader(rtxn, log.dbs, log._records))
-                for job in by_log[log.name]:
+                for job in by_log.get(log.name, []):
                     try:
                         results = log._outcomes(raw[id(job)], builder if job.proofs else None, rtxn)
                     except TlogError as exc:

@@ -36,12 +36,53 @@ from tlog.config import (
 )
 from tlog.entry import encode_envelope, validate_metadata
 from tlog.errors import InvalidEntry, NotFound, PayloadTooLarge
+from tlog.governance import Governance
+from tlog.keys import create_key
 from tlog.log import ENVELOPE, Draft, Log, Store
 
 __all__ = ["CONFIG_FILE", "Service", "Submission"]
 
 CONFIG_FILE = "config.toml"
-_FIELDS = {"artifact_type", "artifact_id", "metadata", "body"}
+OWNER_KEY_FILE = "owner.key"
+_FIELDS = {"artifact_type", "artifact_id", "metadata", "body", "expected_version"}
+
+# Metadata keys that would claim facts only the server may state (over-trust in provenance)
+# or ownership by someone else (metadata poisoning).
+_SERVER_FACTS = {
+    "integrated_at",
+    "index",
+    "tree_size",
+    "leaf_hash",
+    "checkpoint",
+    "receipt",
+    "verified",
+    "signature",
+    "principal",
+    "version",
+    "prev_index",
+}
+_OWNERSHIP = {"product", "owner", "team", "tenant", "submitted_by"}
+
+
+class SchemaDrift(InvalidEntry):
+    """The submission carries fields the schema does not know (silent schema drift)."""
+
+    code = "unknown_field"
+    threat = "silent_schema_drift"
+
+
+class MetadataPoisoning(InvalidEntry):
+    """The metadata names another product or principal as the owner."""
+
+    code = "metadata_poisoning"
+    threat = "metadata_poisoning"
+
+
+class ProvenanceClaim(InvalidEntry):
+    """The metadata asserts facts only the server can state (index, time, signatures)."""
+
+    code = "provenance_claim"
+    threat = "over_trust_in_provenance"
 
 
 @dataclass(frozen=True)
@@ -52,6 +93,7 @@ class Submission:
     artifact_id: str | None
     metadata: dict[str, Any]
     body: bytes
+    expected_version: int | None = None
 
 
 class Service:
@@ -61,7 +103,19 @@ class Service:
         self.data_dir = data_dir
         self.config = config
         self.store = store
-        self.keys = KeyStore(store.storage)
+        self.governance = Governance(store, config)
+        self.keys = KeyStore(store.storage, self._record_key_change)
+
+    def _record_key_change(
+        self, type_: str, detail: dict[str, Any], meta_key: bytes, meta_value: bytes
+    ) -> int:
+        leaf = self.governance.leaf(type_, product=detail.get("product"), detail=detail)
+        return self.governance.record_with(leaf, {meta_key: meta_value})
+
+    @property
+    def owner_key_path(self) -> Path:
+        """Where ``tlog init`` puts the owner key (move it off the server)."""
+        return self.data_dir / "keys" / OWNER_KEY_FILE
 
     @staticmethod
     def initialized(data_dir: Path) -> bool:
@@ -87,8 +141,12 @@ class Service:
         for name in config.products:
             if name not in store.logs:
                 store.create_log(name, config.origin(name), kind=ENVELOPE)
+        service = cls(data_dir, config, store)
+        owner = create_key(service.owner_key_path, f"{config.host}/owner")
+        service.governance.set_owner(owner.vkey)
+        service.governance.approve_config(None)
         (data_dir / CONFIG_FILE).write_text(text, encoding="utf-8")
-        return cls(data_dir, config, store)
+        return service
 
     @classmethod
     def open(cls, data_dir: Path) -> Service:
@@ -100,7 +158,9 @@ class Service:
         for name in config.products:
             if name not in store.logs:
                 store.create_log(name, config.origin(name), kind=ENVELOPE)
-        return cls(data_dir, config, store)
+        service = cls(data_dir, config, store)
+        service.governance.check_config()
+        return service
 
     def close(self) -> None:
         """Finish queued writes and close the store."""
@@ -125,7 +185,7 @@ class Service:
             raise InvalidEntry("a submission must be a JSON object or CBOR map")
         unknown = sorted(str(k) for k in set(payload) - _FIELDS)
         if unknown:
-            raise InvalidEntry(f"unknown field(s): {', '.join(unknown)}")
+            raise SchemaDrift(f"unknown field(s): {', '.join(unknown)}")
         spec = self.config.products[product]
         artifact_type = payload.get("artifact_type")
         if not isinstance(artifact_type, str):
@@ -139,6 +199,22 @@ class Service:
         if artifact_id is not None and not isinstance(artifact_id, str):
             raise InvalidEntry("artifact_id must be a string")
         metadata = validate_metadata(payload.get("metadata", {}))
+        claimed = sorted(_SERVER_FACTS.intersection(metadata))
+        if claimed:
+            raise ProvenanceClaim(
+                f"metadata may not state {', '.join(claimed)}: the server records those "
+                "facts itself, and a claim must not pass for proof"
+            )
+        for key in sorted(_OWNERSHIP.intersection(metadata)):
+            if metadata[key] != product:
+                raise MetadataPoisoning(
+                    f"metadata.{key} names {metadata[key]!r}, but this is {product}'s log"
+                )
+        expected = payload.get("expected_version")
+        if expected is not None and (
+            not isinstance(expected, int) or isinstance(expected, bool) or expected < 0
+        ):
+            raise InvalidEntry("expected_version must be a non-negative integer")
         missing = [k for k in spec.artifact_types[artifact_type] if k not in metadata]
         if missing:
             raise InvalidEntry(
@@ -158,7 +234,7 @@ class Service:
             raise InvalidEntry("body must be a CBOR byte string")
         if len(body) > self.config.limits.max_artifact_bytes:
             raise PayloadTooLarge(_too_large(self.config.limits.max_artifact_bytes))
-        return Submission(artifact_type, artifact_id, metadata, body)
+        return Submission(artifact_type, artifact_id, metadata, body, expected)
 
     def draft(
         self,
@@ -182,6 +258,7 @@ class Service:
                     "artifact_id": submission.artifact_id,
                     "metadata": submission.metadata,
                     "body_sha256": body_sha256.hex(),
+                    "expected_version": submission.expected_version,
                 },
                 sort_keys=True,
                 separators=(",", ":"),
@@ -197,6 +274,7 @@ class Service:
             metadata=submission.metadata,
             idempotency_key=idempotency_key,
             request_digest=digest,
+            expected_version=submission.expected_version,
         )
         # The largest values the writer can fill in: if this encodes, the real one will.
         encode_envelope(draft.envelope(2**31, 2**62, 2**62))

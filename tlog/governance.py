@@ -1,0 +1,687 @@
+"""Governance: the audit log, the state machine, owner-signed requests and the limits.
+
+The audit log (``_audit``) is a Merkle log like any other, with its own key and
+signed checkpoints, so ``tlog-verify log`` audits it. Its leaves are deterministic
+CBOR maps (RFC 8949 §4.2.1, text keys only)::
+
+    {"v": 1, "type": "append", "time": <ms>, "retention_until": <ms>,
+     "principal": "key:3f2a9c1d" | null, "product": "gurukul" | null, "detail": {...}}
+
+Every batch appended to a product log gets one ``append`` record (first index,
+count, new size and root, principals) written by the log's writer in the same LMDB
+transaction, so the audit log also chains every product's signed tree heads.
+Refusals, key changes, config approvals, state changes, limit crossings and threat
+detections are records too. ``retention_until`` is ``time`` + the configured
+retention (7 years); nothing ever deletes a record.
+
+State machine (persisted in the log env's ``meta`` database, changed only together
+with its audit record, in one transaction)::
+
+    NORMAL --storage >= 99%--> READ_ONLY        NORMAL/READ_ONLY --violation--> HALTED
+    HALTED/READ_ONLY --owner-signed resume--> NORMAL
+
+While not NORMAL every write answers 503; reads and proofs keep working.
+
+Owner-signed requests are C2SP signed notes by the owner key (created by ``tlog
+init``, mode 0600, meant to be moved off the server) whose text is::
+
+    bucket.governance/v1
+    action resume
+    reason <one line>
+    time <ms since the epoch>
+
+The note itself is stored in the audit record, so anyone can check who approved what.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from tlog import storage as st
+from tlog.config import AUDIT_LOG, Config, fingerprint
+from tlog.errors import BadRequest, Forbidden, Pushback, StorageFull, TlogError
+from tlog.log import Log, Outcome, Store
+from verifier.errors import VerificationError
+from verifier.note import Signer, open_note, parse_vkey, sign_note
+
+__all__ = [
+    "HALTED",
+    "NORMAL",
+    "READ_ONLY",
+    "THREATS",
+    "THREAT_DETECTIONS",
+    "AuditRecord",
+    "DeadlineExceeded",
+    "EntryLimit",
+    "GovState",
+    "Governance",
+    "Halted",
+    "RateLimited",
+    "ScaleMonitor",
+    "decode_audit_record",
+    "encode_audit_record",
+    "sign_request",
+]
+
+NORMAL, READ_ONLY, HALTED = "NORMAL", "READ_ONLY", "HALTED"
+_STATE_KEY = b"governance/state"
+_OWNER_KEY = b"governance/owner_vkey"
+_CONFIG_KEY = b"governance/config_fingerprint"
+_REQUEST_HEADER = "bucket.governance/v1"
+_YEAR_MS = 365 * 24 * 3600 * 1000 + 6 * 3600 * 1000  # a Julian year
+_REQUEST_MAX_AGE_MS = 24 * 3600 * 1000
+THREATS = (
+    "storage_exhaustion",
+    "metadata_poisoning",
+    "silent_schema_drift",
+    "concurrent_write_collision",
+    "executor_override",
+    "ai_escalation",
+    "cross_product_access",
+    "audit_tampering",
+    "legal_ownership_challenge",
+    "over_trust_in_provenance",
+)
+"""The ten threats of the certification document, as metric and record labels."""
+
+THREAT_DETECTIONS = {
+    "storage_exhaustion": "LMDB use at 99% of the map: READ_ONLY, writes answer 507",
+    "metadata_poisoning": "metadata naming another product as owner: 422",
+    "silent_schema_drift": "unknown fields (422); a config change without approval halts",
+    "concurrent_write_collision": "idempotency key reused or expected_version stale: 409",
+    "executor_override": "repeated scope violations freeze the key (403) until unfrozen",
+    "ai_escalation": "repeated refused writes from one key: 429 cool-off",
+    "cross_product_access": "a key on another product's path: 403 before any lookup",
+    "audit_tampering": "integrity watch re-hashes leaves and tiles; a mismatch halts",
+    "legal_ownership_challenge": "legal holds block body expiry; holds are audit records",
+    "over_trust_in_provenance": "metadata stating server facts (time, index, signatures): 422",
+}
+"""How each threat is detected (shown by GET /governance/threats)."""
+
+
+class Halted(Pushback):
+    """Writes are suspended: the service is HALTED or READ_ONLY (503)."""
+
+    code = "operations_halted"
+
+    def __init__(self, message: str, *, code: str, reason: str, incident_index: int | None):
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.incident_index = incident_index
+
+
+class RateLimited(TlogError):
+    """Too many writes, or too many pending writes: slow down (429 + Retry-After)."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, code: str = "rate_limited", retry_after: float = 1.0):
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class EntryLimit(StorageFull):
+    """The certified entry count of a product or of the service is reached (507)."""
+
+    code = "entry_limit_reached"
+
+
+class DeadlineExceeded(TlogError):
+    """A read or proof took longer than the query deadline (504)."""
+
+    code = "query_deadline_exceeded"
+
+
+@dataclass(frozen=True)
+class GovState:
+    """The persisted governance state."""
+
+    state: str
+    reason: str
+    incident_index: int | None
+    since: int
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """A decoded audit log leaf."""
+
+    type: str
+    time: int
+    retention_until: int
+    principal: str | None
+    product: str | None
+    detail: dict[str, Any]
+
+
+def encode_audit_record(
+    type_: str,
+    *,
+    time_ms: int,
+    retention_years: int,
+    principal: str | None = None,
+    product: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> bytes:
+    """Return the deterministic CBOR leaf of one audit record (RFC 8949 §4.2.1)."""
+    record = {
+        "v": 1,
+        "type": type_,
+        "time": time_ms,
+        "retention_until": time_ms + retention_years * _YEAR_MS,
+        "principal": principal,
+        "product": product,
+        "detail": detail or {},
+    }
+    return bytes(cbor2.dumps(record, canonical=True))
+
+
+def decode_audit_record(leaf: bytes) -> AuditRecord:
+    """Return the audit record in a leaf. Raises BadRequest if it is not one."""
+    try:
+        raw = cbor2.loads(leaf)
+        return AuditRecord(
+            type=raw["type"],
+            time=raw["time"],
+            retention_until=raw["retention_until"],
+            principal=raw["principal"],
+            product=raw["product"],
+            detail=dict(raw["detail"]),
+        )
+    except Exception as exc:
+        raise BadRequest(f"not an audit record: {exc}") from exc
+
+
+def sign_request(owner: Signer, action: str, **fields: str) -> str:
+    """Return an owner-signed governance request note (see the module docstring)."""
+    lines = [_REQUEST_HEADER, f"action {action}"]
+    for key, value in fields.items():
+        if "\n" in value or not value:
+            raise BadRequest(f"{key} must be one non-empty line")
+        lines.append(f"{key} {value}")
+    lines.append(f"time {time.time_ns() // 1_000_000}")
+    return sign_note("\n".join(lines) + "\n", [owner])
+
+
+class Governance:
+    """The audit log, the state machine and the limits of one data directory."""
+
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.config = config
+        if AUDIT_LOG not in store.logs:
+            store.create_log(AUDIT_LOG, config.origin(AUDIT_LOG))
+        self.audit: Log = store.log(AUDIT_LOG)
+        store.audit_log = AUDIT_LOG
+        store.audit_hook = self._append_record
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self.on_threat: Callable[[str], None] | None = None
+
+    # -- records -------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def leaf(
+        self,
+        type_: str,
+        *,
+        principal: str | None = None,
+        product: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> bytes:
+        """Return an audit leaf stamped now."""
+        return encode_audit_record(
+            type_,
+            time_ms=self._now(),
+            retention_years=self.config.limits.audit_retention_years,
+            principal=principal,
+            product=product,
+            detail=detail,
+        )
+
+    def _append_record(
+        self, log_name: str, first: int, new_size: int, root: bytes, principals: Sequence[str]
+    ) -> bytes:
+        return self.leaf(
+            "append",
+            product=log_name,
+            principal=principals[0] if len(principals) == 1 else None,
+            detail={
+                "first_index": first,
+                "count": new_size - first,
+                "tree_size": new_size,
+                "root": root.hex(),
+                "principals": list(principals),
+            },
+        )
+
+    async def record(self, type_: str, **kwargs: Any) -> int:
+        """Append one audit record and return its index once durable."""
+        (outcome,) = await self.audit.write_async([self.leaf(type_, **kwargs)])
+        return _index(outcome)
+
+    def record_sync(self, type_: str, **kwargs: Any) -> int:
+        """Append one audit record from a plain thread; return its index once durable."""
+        (outcome,) = self.audit.write_sync([self.leaf(type_, **kwargs)])
+        return _index(outcome)
+
+    def record_with(self, leaf: bytes, meta: dict[bytes, bytes]) -> int:
+        """Append one audit record and set meta keys in the same transaction; return the
+        record's index once durable."""
+
+        def pre_commit(wtxn: st.WriteTxn, placed: list[Any]) -> None:
+            (p,) = placed
+            if isinstance(p, TlogError):
+                raise p
+            for key, value in meta.items():
+                self.store.storage.put_meta(wtxn.main, key, value)
+
+        (outcome,) = self.audit.write_sync([leaf], pre_commit=pre_commit)
+        return _index(outcome)
+
+    # -- state -------------------------------------------------------------------------
+
+    def state(self) -> GovState:
+        """Return the persisted governance state (NORMAL if never set)."""
+        with self.store.storage.read() as txn:
+            raw = self.store.storage.get_meta(txn, _STATE_KEY)
+        if raw is None:
+            return GovState(NORMAL, "", None, 0)
+        data = json.loads(raw)
+        return GovState(data["state"], data["reason"], data["incident_index"], data["since"])
+
+    def set_state(
+        self,
+        state: str,
+        reason: str,
+        *,
+        detail: dict[str, Any] | None = None,
+        principal: str | None = None,
+    ) -> GovState:
+        """Change state with its audit record in one transaction; return the new state."""
+        previous = self.state()
+        now = self._now()
+        holder: dict[str, Any] = {}
+
+        def pre_commit(wtxn: st.WriteTxn, placed: list[Any]) -> None:
+            (p,) = placed
+            if isinstance(p, TlogError):
+                raise p
+            new = {"state": state, "reason": reason, "incident_index": p.index, "since": now}
+            holder.update(new)
+            self.store.storage.put_meta(wtxn.main, _STATE_KEY, json.dumps(new).encode())
+
+        leaf = self.leaf(
+            "state_changed",
+            principal=principal,
+            detail={"from": previous.state, "to": state, "reason": reason, **(detail or {})},
+        )
+        self.audit.write_sync([leaf], pre_commit=pre_commit)
+        return GovState(state, reason, holder["incident_index"], now)
+
+    def halt(self, reason: str, detail: dict[str, Any] | None = None) -> GovState:
+        """Enter HALTED (writes refused) unless already halted; return the state."""
+        current = self.state()
+        if current.state == HALTED:
+            return current
+        return self.set_state(HALTED, reason, detail=detail)
+
+    def check_writable(self) -> None:
+        """Raise Halted (503) unless the state is NORMAL."""
+        current = self.state()
+        if current.state != NORMAL:
+            code = "read_only" if current.state == READ_ONLY else "operations_halted"
+            raise Halted(
+                f"writes are suspended ({current.state}): {current.reason}",
+                code=code,
+                reason=current.reason,
+                incident_index=current.incident_index,
+            )
+
+    # -- owner key and signed requests --------------------------------------------------
+
+    def set_owner(self, owner_vkey: str) -> None:
+        """Record the owner's verifier key (once, at init)."""
+        with self.store.storage.env.begin(write=True) as txn:
+            if self.store.storage.get_meta(txn, _OWNER_KEY) is None:
+                self.store.storage.put_meta(txn, _OWNER_KEY, owner_vkey.encode())
+
+    def open_request(self, note: str, action: str) -> dict[str, str]:
+        """Verify an owner-signed request for ``action``; return its fields.
+
+        Raises Forbidden if it is not signed by the owner key, is for another action, or
+        is older than a day.
+        """
+        with self.store.storage.read() as txn:
+            raw = self.store.storage.get_meta(txn, _OWNER_KEY)
+        if raw is None:
+            raise Forbidden("no owner key is recorded for this depository")
+        try:
+            verified = open_note(note, [parse_vkey(raw.decode())])
+        except VerificationError as exc:
+            raise Forbidden(f"the request is not signed by the owner key: {exc}") from exc
+        lines = verified.text.rstrip("\n").split("\n")
+        if lines[0] != _REQUEST_HEADER:
+            raise Forbidden("not a governance request")
+        fields = dict(line.split(" ", 1) for line in lines[1:] if " " in line)
+        if fields.get("action") != action:
+            raise Forbidden(f"the signed request is for {fields.get('action')!r}, not {action!r}")
+        age = self._now() - int(fields.get("time", "0"))
+        if not 0 <= age <= _REQUEST_MAX_AGE_MS + 60_000:
+            raise Forbidden("the signed request is too old or from the future")
+        return fields
+
+    def resume(self, note: str) -> GovState:
+        """Return to NORMAL on an owner-signed ``resume`` request (an audit record)."""
+        fields = self.open_request(note, "resume")
+        return self.set_state(
+            NORMAL,
+            fields.get("reason", ""),
+            detail={"request": note},
+            principal="owner",
+        )
+
+    # -- config fingerprint ----------------------------------------------------------------
+
+    def approved_fingerprint(self) -> str | None:
+        """Return the fingerprint of the last approved config, or None."""
+        with self.store.storage.read() as txn:
+            raw = self.store.storage.get_meta(txn, _CONFIG_KEY)
+        return None if raw is None else raw.decode()
+
+    def approve_config(self, note: str | None) -> str:
+        """Record approval of the current config's fingerprint; return it.
+
+        ``note`` is an owner-signed ``approve-config`` request naming the fingerprint
+        (None only at init, when the owner key has just been created with the config).
+        If the service was halted for a config mismatch, it returns to NORMAL.
+        """
+        fp = fingerprint(self.config)
+        detail: dict[str, Any] = {"fingerprint": fp}
+        if note is not None:
+            fields = self.open_request(note, "approve-config")
+            if fields.get("fingerprint") != fp:
+                raise Forbidden("the signed approval is for another config fingerprint")
+            detail["request"] = note
+        self.record_with(
+            self.leaf("config_approved", principal="owner", detail=detail),
+            {_CONFIG_KEY: fp.encode()},
+        )
+        current = self.state()
+        if current.state == HALTED and current.reason == "governance_config_mismatch":
+            self.set_state(NORMAL, "config approved", principal="owner")
+        return fp
+
+    def check_config(self) -> None:
+        """Halt with governance_config_mismatch if the config in force was not approved."""
+        fp = fingerprint(self.config)
+        approved = self.approved_fingerprint()
+        if approved != fp:
+            self.halt(
+                "governance_config_mismatch",
+                {"approved": approved or "", "running": fp},
+            )
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def admit_write(self, log: Log, count: int, pending: int) -> None:
+        """Admit ``count`` new entries for a product log, or raise the limit's refusal.
+
+        In order: the state (503), concurrent pending writes (429), storage (enters
+        READ_ONLY and answers 507 at 99% of the LMDB map), entry counts per product and
+        global (507), write rate per product and global (429). Each product has its own
+        token bucket and count, so one product at its quota does not block another.
+        """
+        self.check_writable()
+        limits = self.config.limits
+        if pending + count > limits.max_pending_writes:
+            raise RateLimited(
+                f"{pending} writes are pending; the limit is {limits.max_pending_writes}",
+                code="too_many_pending_writes",
+            )
+        used, total = self.store.storage.usage()
+        if used >= 0.99 * total:
+            self.threat("storage_exhaustion", {"used": used, "map_size": total})
+            current = self.state()
+            if current.state == NORMAL:
+                self.set_state(READ_ONLY, "storage_full", detail={"used": used, "map": total})
+            raise StorageFull(f"storage is {used / total:.1%} full; writes are suspended")
+        if log.size + count > limits.max_entries_per_product:
+            raise EntryLimit(
+                f"{log.name} holds {log.size} entries; the limit is "
+                f"{limits.max_entries_per_product}"
+            )
+        total_entries = self.total_entries()
+        if total_entries + count > limits.max_entries_global:
+            raise EntryLimit(
+                f"the service holds {total_entries} entries; the limit is "
+                f"{limits.max_entries_global}"
+            )
+        self.take_tokens(f"product {log.name}", limits.write_rate_per_product, count)
+        self.take_tokens("all products", limits.write_rate_global, count)
+
+    def total_entries(self) -> int:
+        """Return the number of entries in every product log (not the audit log)."""
+        return sum(log.size for name, log in self.store.logs.items() if name != AUDIT_LOG)
+
+    def threat_leaf(
+        self,
+        threat: str,
+        detail: dict[str, Any],
+        *,
+        principal: str | None = None,
+        product: str | None = None,
+    ) -> bytes:
+        """Count a threat detection and return its audit leaf (the caller appends it)."""
+        if threat not in THREATS:
+            raise AssertionError(f"bad math: unknown threat {threat!r}")
+        if self.on_threat is not None:
+            self.on_threat(threat)
+        return self.leaf(
+            "threat", principal=principal, product=product, detail={"threat": threat, **detail}
+        )
+
+    def threat(self, threat: str, detail: dict[str, Any], **who: Any) -> int:
+        """Count a threat detection and append its audit record (blocking); return its index."""
+        (outcome,) = self.audit.write_sync([self.threat_leaf(threat, detail, **who)])
+        return _index(outcome)
+
+    def oldest_audit_record(self) -> AuditRecord | None:
+        """Return the first audit record (the one whose retention ends first), or None."""
+        if self.audit.size == 0:
+            return None
+        return decode_audit_record(self.audit.entry(0))
+
+    def take_tokens(self, bucket: str, rate: int, count: int) -> None:
+        """Take ``count`` tokens from a token bucket refilled at ``rate`` per second
+        (capacity one second of rate). Raises RateLimited with the wait in Retry-After."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(bucket, (float(rate), now))
+            tokens = min(float(rate), tokens + (now - last) * rate)
+            if count > tokens:
+                self._buckets[bucket] = (tokens, now)
+                wait = (count - tokens) / rate
+                raise RateLimited(
+                    f"write rate over {rate} entries/s for {bucket}", retry_after=max(wait, 0.001)
+                )
+            self._buckets[bucket] = (tokens - count, now)
+
+
+def _index(outcome: Outcome) -> int:
+    if isinstance(outcome, TlogError):
+        raise outcome
+    return outcome.index
+
+
+class ScaleMonitor:
+    """Measures the seven certified limits and reports them as ``/metrics/scale-status``.
+
+    Each limit has ``current``, ``limit``, ``ratio``, ``status`` (GREEN below 70%,
+    YELLOW to 90%, RED above) and ``review_required`` (above 80%). Crossing 80% upward
+    yields one ``scale_review_required`` record; the limit re-arms only once it falls
+    below 70% (hysteresis, so a value hovering at 80% does not flood the audit log).
+    """
+
+    WINDOW_S = 10.0
+
+    def __init__(self, governance: Governance) -> None:
+        self.gov = governance
+        self.pending = 0
+        self.largest_artifact = 0
+        self._writes: dict[str, list[tuple[float, int]]] = {}
+        self._reads: list[tuple[float, float]] = []
+        self._armed: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    def wrote(self, product: str, count: int, largest_body: int) -> None:
+        """Note ``count`` accepted entries for product."""
+        now = time.monotonic()
+        with self._lock:
+            self.largest_artifact = max(self.largest_artifact, largest_body)
+            for name in (product, "*"):
+                series = self._writes.setdefault(name, [])
+                series.append((now, count))
+                while series and series[0][0] < now - self.WINDOW_S:
+                    series.pop(0)
+
+    def read_took(self, seconds: float) -> None:
+        """Note the duration of one read or proof."""
+        now = time.monotonic()
+        with self._lock:
+            self._reads.append((now, seconds))
+            while self._reads and (self._reads[0][0] < now - 60 or len(self._reads) > 10_000):
+                self._reads.pop(0)
+
+    def _rate(self, name: str) -> float:
+        now = time.monotonic()
+        with self._lock:
+            series = [c for t, c in self._writes.get(name, []) if t >= now - self.WINDOW_S]
+        return sum(series) / self.WINDOW_S
+
+    def _slowest_read_ms(self) -> float:
+        with self._lock:
+            durations = sorted(d for _, d in self._reads)
+        if not durations:
+            return 0.0
+        return 1000 * durations[min(len(durations) - 1, int(0.99 * len(durations)))]
+
+    def status(self) -> dict[str, Any]:
+        """Return every limit with its measured value, ratio and band."""
+        gov = self.gov
+        limits = gov.config.limits
+        used, total = gov.store.storage.usage()
+        rows: list[dict[str, Any]] = []
+
+        def row(name: str, current: float, limit: float, unit: str, **extra: Any) -> None:
+            ratio = current / limit if limit else 0.0
+            band = "GREEN" if ratio < 0.7 else "YELLOW" if ratio <= 0.9 else "RED"
+            rows.append(
+                {
+                    "name": name,
+                    "current": current,
+                    "limit": limit,
+                    "unit": unit,
+                    "ratio": round(ratio, 6),
+                    "status": band,
+                    "review_required": ratio > 0.8,
+                    **extra,
+                }
+            )
+
+        row(
+            "concurrent_pending_writes",
+            self.pending,
+            limits.max_pending_writes,
+            "writes",
+            refusal=429,
+        )
+        row(
+            "artifact_size",
+            self.largest_artifact,
+            limits.max_artifact_bytes,
+            "bytes",
+            refusal=413,
+            measured="largest artifact accepted since start",
+        )
+        row("storage", used, total, "bytes", refusal=507, action="READ_ONLY at 99%")
+        row(
+            "write_rate_global", self._rate("*"), limits.write_rate_global, "entries/s", refusal=429
+        )
+        for name in gov.config.products:
+            row(
+                f"write_rate_product:{name}",
+                self._rate(name),
+                limits.write_rate_per_product,
+                "entries/s",
+                refusal=429,
+            )
+        row(
+            "entry_count_global",
+            gov.total_entries(),
+            limits.max_entries_global,
+            "entries",
+            refusal=507,
+        )
+        for name in gov.config.products:
+            row(
+                f"entry_count_product:{name}",
+                gov.store.log(name).size,
+                limits.max_entries_per_product,
+                "entries",
+                refusal=507,
+            )
+        row(
+            "query_deadline",
+            self._slowest_read_ms(),
+            limits.query_deadline_ms,
+            "ms",
+            refusal=504,
+            measured="p99 of reads and proofs in the last minute",
+        )
+        oldest = gov.oldest_audit_record()
+        rows.append(
+            {
+                "name": "audit_retention",
+                "current": gov.audit.size,
+                "limit": None,
+                "unit": "records",
+                "ratio": 0.0,
+                "status": "GREEN",
+                "review_required": False,
+                "retention_years": limits.audit_retention_years,
+                "oldest_record_time": oldest.time if oldest else None,
+                "oldest_record_retention_until": oldest.retention_until if oldest else None,
+                "deletes": "never",
+            }
+        )
+        return {"state": gov.state().state, "limits": rows}
+
+    def review(self) -> list[bytes]:
+        """Return the audit leaves for limits that crossed 80% upward since last armed."""
+        leaves = []
+        for r in self.status()["limits"]:
+            name, ratio = r["name"], r["ratio"]
+            armed = self._armed.get(name, True)
+            if armed and ratio > 0.8:
+                self._armed[name] = False
+                leaves.append(
+                    self.gov.leaf(
+                        "scale_review_required",
+                        detail={"limit": name, "current": r["current"], "ratio": ratio},
+                    )
+                )
+            elif not armed and ratio < 0.7:
+                self._armed[name] = True
+        return leaves
