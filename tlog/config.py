@@ -83,6 +83,9 @@ class Product:
     description: str = ""
     public: bool = False
     artifact_types: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    body_retention_days: dict[str, int] = field(default_factory=dict)
+    """Per artifact type: days a body is kept before ``tlog governance expire`` may remove
+    it (absent: kept forever). Leaves and hashes are never removed."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class Config:
                     "description": p.description,
                     "public": p.public,
                     "artifact_types": {t: list(req) for t, req in sorted(p.artifact_types.items())},
+                    "body_retention_days": dict(sorted(p.body_retention_days.items())),
                 }
                 for name, p in sorted(self.products.items())
             },
@@ -177,18 +181,24 @@ def parse_config(text: str) -> Config:
         if not types_raw:
             raise ConfigError(f"{where} defines no artifact_types")
         types: dict[str, tuple[str, ...]] = {}
+        retention: dict[str, int] = {}
         for tname, traw in types_raw.items():
             twhere = f"[products.{pname}.artifact_types.{tname}]"
             _name(tname, twhere)
             traw = _table(traw, twhere)
-            _only(traw, {"required_metadata"}, twhere)
+            _only(traw, {"required_metadata", "body_retention_days"}, twhere)
+            days = traw.get("body_retention_days")
+            if days is not None:
+                if not isinstance(days, int) or isinstance(days, bool) or days < 0:
+                    raise ConfigError(f"{twhere} body_retention_days must be an integer >= 0")
+                retention[tname] = days
             required = traw.get("required_metadata", [])
             if not isinstance(required, list) or not all(
                 isinstance(k, str) and k for k in required
             ):
                 raise ConfigError(f"{twhere} required_metadata must be a list of names")
             types[tname] = tuple(required)
-        products[pname] = Product(pname, description, public, types)
+        products[pname] = Product(pname, description, public, types, retention)
     return Config(host=host, limits=limits, products=products)
 
 

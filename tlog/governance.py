@@ -349,6 +349,16 @@ class Governance:
                 incident_index=current.incident_index,
             )
 
+    def integrity_violation(self, log_name: str, report: Any) -> GovState:
+        """Record an integrity mismatch (audit tampering) and halt; return the state."""
+        detail = {
+            "log": log_name,
+            "first_bad_index": report.first_bad_index,
+            "problems": report.problems[:5],
+        }
+        self.threat("audit_tampering", detail, product=log_name)
+        return self.halt("integrity_violation", detail)
+
     # -- owner key and signed requests --------------------------------------------------
 
     def set_owner(self, owner_vkey: str) -> None:
@@ -391,6 +401,136 @@ class Governance:
             detail={"request": note},
             principal="owner",
         )
+
+    # -- legal holds and body retention ---------------------------------------------------
+
+    def holds(self) -> list[dict[str, Any]]:
+        """Return every legal hold ever placed (released ones carry ``released``)."""
+        out = []
+        with self.store.storage.env.begin() as txn:
+            cursor = txn.cursor(db=self.store.storage.meta_db)
+            if cursor.set_range(b"hold/"):
+                for key, value in cursor:
+                    if not bytes(key).startswith(b"hold/"):
+                        break
+                    out.append(json.loads(bytes(value)))
+        return out
+
+    def hold(self, note: str) -> dict[str, Any]:
+        """Place a legal hold from an owner-signed ``hold`` request (case, product and
+        optionally artifact); return it. Raises Forbidden, BadRequest (case exists)."""
+        fields = self.open_request(note, "hold")
+        case, product = fields.get("case", ""), fields.get("product", "")
+        if not case or product not in self.config.products:
+            raise BadRequest("a hold needs a case id and a configured product")
+        key = b"hold/" + case.encode()
+        if any(h["case"] == case for h in self.holds()):
+            raise BadRequest(f"case {case!r} already has a hold")
+        hold = {
+            "case": case,
+            "product": product,
+            "artifact": fields.get("artifact"),
+            "placed": self._now(),
+            "released": None,
+        }
+        self.record_with(
+            self.leaf(
+                "legal_hold", principal="owner", product=product, detail={**hold, "request": note}
+            ),
+            {key: json.dumps(hold).encode()},
+        )
+        if self.on_threat is not None:
+            self.on_threat("legal_ownership_challenge")
+        return hold
+
+    def release(self, note: str) -> dict[str, Any]:
+        """Release a legal hold from an owner-signed ``release`` request; return it."""
+        fields = self.open_request(note, "release")
+        case = fields.get("case", "")
+        found = [h for h in self.holds() if h["case"] == case and h["released"] is None]
+        if not found:
+            raise BadRequest(f"no active hold for case {case!r}")
+        hold = found[0] | {"released": self._now()}
+        self.record_with(
+            self.leaf(
+                "legal_release",
+                principal="owner",
+                product=hold["product"],
+                detail={**hold, "request": note},
+            ),
+            {b"hold/" + case.encode(): json.dumps(hold).encode()},
+        )
+        return hold
+
+    def held(self, product: str, artifact_id: str) -> bool:
+        """Return True if an active legal hold covers this artifact."""
+        return any(
+            h["released"] is None
+            and h["product"] == product
+            and h["artifact"] in (None, artifact_id)
+            for h in self.holds()
+        )
+
+    def expire_bodies(self, now_ms: int | None = None) -> list[dict[str, Any]]:
+        """Remove bodies past their type's retention unless a legal hold applies.
+
+        Each removal is an audit record written in the same transaction as the removal.
+        Leaves and hashes are never touched, so every proof still verifies; the body
+        endpoint answers 410 afterwards. Returns what was removed.
+        """
+        from tlog.entry import decode_envelope
+
+        now = self._now() if now_ms is None else now_ms
+        removed: list[dict[str, Any]] = []
+        for name, product in self.config.products.items():
+            if not product.body_retention_days:
+                continue
+            log = self.store.log(name)
+            with self.store.storage.read() as txn:
+                candidates = []
+                for index, leaf in enumerate(st.iter_leaves(txn, log.dbs, 0, log.size)):
+                    env = decode_envelope(leaf)
+                    days = product.body_retention_days.get(env.artifact_type)
+                    if days is None or env.body_size == 0:
+                        continue
+                    if env.integrated_at + days * 86_400_000 > now:
+                        continue
+                    if st.get_body(txn, log.dbs, index) is None:
+                        continue
+                    if self.held(name, env.artifact_id):
+                        continue
+                    candidates.append((index, env))
+            for index, env in candidates:
+                detail = {
+                    "index": index,
+                    "artifact_id": env.artifact_id,
+                    "body_sha256": env.body_sha256.hex(),
+                    "retention_days": product.body_retention_days[env.artifact_type],
+                }
+
+                def pre_commit(
+                    wtxn: st.WriteTxn,
+                    placed: list[Any],
+                    dbs: st.LogDBs = log.dbs,
+                    index: int = index,
+                    marker: bytes = f"expired/{name}/{index}".encode(),
+                ) -> None:
+                    st.expire_body(wtxn.main, dbs, index)
+                    self.store.storage.put_meta(wtxn.main, marker, b"1")
+
+                self.audit.write_sync(
+                    [self.leaf("body_expired", product=name, detail=detail)],
+                    pre_commit=pre_commit,
+                )
+                removed.append({"product": name, **detail})
+        return removed
+
+    def body_expired(self, product: str, index: int) -> bool:
+        """Return True if the body of this entry was removed by retention expiry."""
+        with self.store.storage.read() as txn:
+            return (
+                self.store.storage.get_meta(txn, f"expired/{product}/{index}".encode()) is not None
+            )
 
     # -- config fingerprint ----------------------------------------------------------------
 

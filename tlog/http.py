@@ -51,6 +51,7 @@ from tlog.errors import (
     UnsupportedMediaType,
 )
 from tlog.governance import (
+    HALTED,
     THREAT_DETECTIONS,
     THREATS,
     DeadlineExceeded,
@@ -59,6 +60,7 @@ from tlog.governance import (
     ScaleMonitor,
     decode_audit_record,
 )
+from tlog.integrity import IntegrityWatch
 from tlog.log import ENVELOPE, Appended, Draft, Log
 from tlog.metrics import CONTENT_TYPE, Metrics
 from tlog.service import Service
@@ -72,8 +74,28 @@ _log = logging.getLogger("tlog.http")
 PROBLEM = "application/problem+json"
 IMMUTABLE = "public, max-age=31536000, immutable"
 
+
+class Gone(NotFound):
+    """The resource existed and was removed on purpose (an expired body): 410."""
+
+    code = "body_expired"
+
+
+class CrossProduct(Forbidden):
+    """A key was used on another product's path."""
+
+    threat = "cross_product_access"
+
+
+class CoolOff(RateLimited):
+    """Repeated refused writes from one key: it must wait (AI escalation)."""
+
+    threat = "ai_escalation"
+
+
 # Error class -> HTTP status. Lookup walks the MRO, so subclasses inherit their parent's.
 STATUS: dict[type[Exception], int] = {
+    Gone: 410,
     RateLimited: 429,
     DeadlineExceeded: 504,
     PayloadTooLarge: 413,
@@ -96,6 +118,7 @@ _TITLES = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    410: "Gone",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
@@ -193,18 +216,6 @@ ESCALATION_WINDOW_S = 60.0
 COOL_OFF_S = 60.0
 """AI escalation: this many refused writes by one key within the window start a cool-off
 during which its writes answer 429."""
-
-
-class CrossProduct(Forbidden):
-    """A key was used on another product's path."""
-
-    threat = "cross_product_access"
-
-
-class CoolOff(RateLimited):
-    """Repeated refused writes from one key: it must wait (AI escalation)."""
-
-    threat = "ai_escalation"
 
 
 class _Api:
@@ -580,6 +591,11 @@ class _Api:
         envelope = decode_envelope(log.entry(index))
         body = log.body(index) if envelope.body_size else b""
         if body is None:
+            if self.gov.body_expired(log.name, index):
+                raise Gone(
+                    f"the body of entry {index} was removed when its retention ended; the "
+                    "entry and its proofs remain"
+                )
             raise NotFound(f"the body of entry {index} is not stored")
         return Response(
             body,
@@ -706,6 +722,18 @@ def _receipt_json(a: Appended) -> dict[str, Any]:
     }
 
 
+def _watch_once(service: Service, checker: IntegrityWatch) -> None:
+    """One integrity-watch pass over every log; halts on the first mismatch."""
+    if service.governance.state().state == HALTED:
+        return  # already halted: an operator is on it, do not repeat the record
+    for name, log in list(service.store.logs.items()):
+        report = checker.check(log)
+        if not report.ok:
+            _log.error("integrity violation in %s: %s", name, report.summary())
+            service.governance.integrity_violation(name, report)
+            return
+
+
 def _claimed(request: Request) -> str | None:
     """Return ``claimed:key:<id>`` for an unauthenticated request whose bearer token has
     our shape (the id is public; the secret is never recorded), else None."""
@@ -757,8 +785,14 @@ class _Observe:
             self.metrics.latency.labels(template).observe(time.perf_counter() - start)
 
 
-def create_app(service: Service, metrics: Metrics | None = None) -> Starlette:
-    """Return the Starlette app serving ``service``."""
+def create_app(
+    service: Service, metrics: Metrics | None = None, *, integrity_period: float = 10.0
+) -> Starlette:
+    """Return the Starlette app serving ``service``.
+
+    Every ``integrity_period`` seconds the integrity watch re-hashes the newest tiles of
+    every log and a rolling window of old ones; a mismatch halts the service.
+    """
     metrics = metrics or Metrics()
     api = _Api(service, metrics)
     mutating = ["PUT", "PATCH", "DELETE"]
@@ -828,11 +862,21 @@ def create_app(service: Service, metrics: Metrics | None = None) -> Starlette:
                 except Exception:
                     _log.exception("periodic governance check failed")
 
-        task = asyncio.create_task(tick())
+        async def watch() -> None:
+            checker = IntegrityWatch()
+            while True:
+                await asyncio.sleep(integrity_period)
+                try:
+                    await run_in_threadpool(_watch_once, service, checker)
+                except Exception:
+                    _log.exception("integrity watch failed")
+
+        tasks = [asyncio.create_task(tick()), asyncio.create_task(watch())]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
 
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.add_middleware(_Observe, metrics=metrics)

@@ -17,7 +17,7 @@ from tlog.errors import KeyProblem
 from verifier.errors import MalformedKey
 from verifier.note import Signer, format_signer_key, parse_signer_key
 
-__all__ = ["create_key", "load_key"]
+__all__ = ["create_key", "load_key", "load_key_any"]
 
 
 def create_key(path: Path, name: str) -> Signer:
@@ -38,6 +38,24 @@ def create_key(path: Path, name: str) -> Signer:
         f.flush()
         os.fsync(f.fileno())
     return signer
+
+
+def load_key_any(path: Path) -> Signer:
+    """Return the signer stored at ``path`` whatever its name (e.g. the owner key).
+
+    Raises KeyProblem as load_key does.
+    """
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError as exc:
+        raise KeyProblem(f"key file {path} is missing") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyProblem(f"cannot read key file {path}") from exc
+    try:
+        name = parse_signer_key(text.strip()).name
+    except MalformedKey as exc:
+        raise KeyProblem(f"key file {path} does not hold a valid signer key") from exc
+    return load_key(path, name)
 
 
 def load_key(path: Path, name: str) -> Signer:

@@ -481,6 +481,13 @@ def get_body(txn: Txn, dbs: LogDBs, index: int) -> bytes | None:
     return None if value is None else bytes(value)
 
 
+def expire_body(txn: Txn, dbs: LogDBs, index: int) -> bool:
+    """Remove the artifact body of the entry at ``index`` (retention expiry); return True if
+    one was stored. The only removal in this package: bodies sit beside the log, and the
+    leaf, which commits to the body's SHA-256, is never touched."""
+    return bool(txn.delete(u64(index), db=dbs.bodies))
+
+
 def get_idempotency(txn: Txn, dbs: LogDBs, key: str) -> dict[str, Any] | None:
     """Return what an idempotency key was used for, or None."""
     value = txn.get(key.encode(), db=dbs.idempotency)
