@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import logging
 import queue
 import threading
@@ -36,13 +37,21 @@ from typing import Any
 
 from tlog import storage as st
 from tlog.entry import MAX_LEAF_BYTES, Envelope, decode_envelope, encode_envelope
-from tlog.errors import BadRequest, Conflict, KeyProblem, LeafTooLarge, NotFound, TlogError
+from tlog.errors import (
+    BadRequest,
+    Conflict,
+    InvalidEntry,
+    KeyProblem,
+    LeafTooLarge,
+    NotFound,
+    TlogError,
+)
 from tlog.keys import create_key, load_key
 from tlog.storage import LogDBs, Storage, StorageError, TxnHashReader
 from tlog.tree import RECORD_SIZE, TILE_HEIGHT, TILE_WIDTH, ProofBuilder, append_hashes
 from verifier.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from verifier.errors import VerificationError
-from verifier.hashing import leaf_hash
+from verifier.hashing import EMPTY_ROOT, leaf_hash
 from verifier.note import Signer
 from verifier.proof import verify_consistency
 from verifier.receipt import Receipt, format_receipt
@@ -91,6 +100,10 @@ class Draft:
     expected_version: int | None = None
     """If set, the artifact's latest version must be this (0: it must not exist yet),
     checked atomically when the entry is sequenced; otherwise Conflict (409)."""
+
+    def __post_init__(self) -> None:
+        if hashlib.sha256(self.body).digest() != self.body_sha256:
+            raise InvalidEntry("body_sha256 is not the SHA-256 of the body")
 
     def envelope(self, version: int, prev_index: int | None, integrated_at: int) -> Envelope:
         """Return the envelope this draft becomes at the given version and time."""
@@ -716,10 +729,21 @@ class Store:
             raise StorageError(f"log {name!r} already exists")
         if kind not in KINDS:
             raise BadRequest(f"unknown log kind {kind!r}")
-        signer = create_key(self.keys_dir / f"{name}.key", origin)
+        key_path = self.keys_dir / f"{name}.key"
+        if key_path.exists():
+            # A crash between writing the key and recording the log leaves the key behind;
+            # nothing was ever signed with it (checkpoints need the record), so reuse it.
+            signer = load_key(key_path, origin)
+        else:
+            signer = create_key(key_path, origin)
         record = self.storage.create_log(
             name, {"origin": origin, "vkey": signer.vkey, "kind": kind}
         )
+        dbs = self.storage.dbs(record["id"])
+        # Sign the empty tree, as C2SP logs do, so a new log has a checkpoint at once.
+        note = sign_checkpoint(Checkpoint(origin, 0, EMPTY_ROOT), signer)
+        with self.storage.write() as wtxn:
+            st.put_checkpoint(wtxn.main, dbs, 0, note.encode())
         log = Log(self, name, origin, record["id"], signer, kind)
         self.logs[name] = log
         return log

@@ -117,6 +117,13 @@ def _boot_id() -> str:
         return ""
 
 
+def _openers(state: dict[str, Any]) -> int:
+    """Return how many processes may have the index env open with unsynced pages."""
+    if "open" in state:
+        return int(state["open"])
+    return 0 if state.get("clean") else 1  # the older {"clean": bool} form
+
+
 class Storage:
     """The two LMDB environments of a data directory, holding many logs.
 
@@ -172,24 +179,36 @@ class Storage:
             with self.ienv.begin(db=self._imeta) as txn:
                 raw = txn.get(b"state")
             state = json.loads(raw) if raw else None
-            torn = state is not None and not state["clean"] and state["boot"] != boot
+            torn = state is not None and state["boot"] != boot and _openers(state) > 0
             if not torn or attempt == 2:
                 break
             # Derived data written without fsync before a machine crash: start again.
             self.ienv.close()
             for f in ipath.iterdir():
                 f.unlink()
-        with self.ienv.begin(write=True, db=self._imeta) as txn:
-            txn.put(b"state", json.dumps({"boot": boot, "clean": False}).encode())
-        self.ienv.sync(True)
+        self._mark_index(+1)
         return state is None or torn
 
-    def close(self) -> None:
-        """Flush the index, mark it clean and close both environments."""
-        self.ienv.sync(True)
+    def _mark_index(self, delta: int) -> None:
+        """Count this process in (or out of) the index env's openers and sync it.
+
+        Several processes may share a data directory (the server and the tlog CLI). The
+        index is safe after a machine crash only if no opener had unsynced pages, i.e.
+        the count was 0. A process that crashes never counts itself out, so after the
+        next reboot the index is rebuilt: conservative, never wrong.
+        """
+        boot = _boot_id()
         with self.ienv.begin(write=True, db=self._imeta) as txn:
-            txn.put(b"state", json.dumps({"boot": _boot_id(), "clean": True}).encode())
+            raw = txn.get(b"state")
+            state = json.loads(raw) if raw else None
+            openers = _openers(state) if state is not None and state["boot"] == boot else 0
+            txn.put(b"state", json.dumps({"boot": boot, "open": max(0, openers + delta)}).encode())
         self.ienv.sync(True)
+
+    def close(self) -> None:
+        """Flush the index, count this process out of it and close both environments."""
+        self.ienv.sync(True)
+        self._mark_index(-1)
         self.ienv.close()
         self.env.close()
 
@@ -251,10 +270,10 @@ class Storage:
             yield txn
 
     def usage(self) -> tuple[int, int]:
-        """Return (bytes in use, map size in bytes) of the log env."""
-        info = self.env.info()
-        stat = self.env.stat()
-        return (info["last_pgno"] + 1) * stat["psize"], info["map_size"]
+        """Return (bytes in use, map size) of whichever env is fuller (both have the same
+        map size; with many small leaves the index can fill first)."""
+        used = max(self.disk_bytes().values())
+        return used, int(self.env.info()["map_size"])
 
     def disk_bytes(self) -> dict[str, int]:
         """Return the bytes in use by each environment's data file."""

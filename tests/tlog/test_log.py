@@ -1,0 +1,680 @@
+"""Tests for tlog.log on real LMDB: the durable Merkle log, differential against the
+naive RFC 6962 reference (``tests/reference.py``) and byte for byte against Tessera.
+
+Recipe of the Tessera vector (``tessera-testdata-log/``, see the vectors' README): the
+leaves are the ASCII words ``one``, ``two``, ... ``fivten`` (15 leaves, no newline),
+appended one at a time to a log with origin ``example.com/log/testdata``; after leaf W
+Tessera wrote ``checkpoint.W``, ``tile/0/000.p/W`` and ``tile/entries/000.p/W``. Its
+signing key is the published test key of Tessera's ``testdata/build_log.sh``
+(transparency-dev/tessera @ 1811ae1a, Apache-2.0); the test first checks that it
+derives the vector's vkey, and Ed25519 is deterministic, so the signed checkpoints
+must be identical too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import VECTORS
+from tests.reference import (
+    consistency_proof_of_hashes,
+    inclusion_path_of_hashes,
+    mth_of_hashes,
+)
+from tests.tlog.support import note_body, open_with_signer, ref_bundle, ref_tile
+from tlog.entry import decode_envelope
+from tlog.errors import BadRequest, Conflict, KeyProblem, NotFound
+from tlog.log import ENVELOPE, RAW, Appended, Draft, Log, Outcome, Store
+from tlog.storage import StorageError
+from verifier.checkpoint import open_checkpoint
+from verifier.hashing import EMPTY_ROOT, leaf_hash
+from verifier.note import Signer, VerifierKey, format_signer_key, parse_signer_key, parse_vkey
+from verifier.proof import verify_consistency, verify_inclusion
+from verifier.receipt import verify_receipt
+from verifier.tiles import bundles_for_size, tiles_for_size
+
+ORIGIN = "bucket.example/logs/test"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(tmp_path / "data")
+    yield s
+    s.close()
+
+
+def key_of(log: Log) -> VerifierKey:
+    """Return the log's verifier key, parsed from the vkey string it advertises."""
+    return parse_vkey(log.vkey)
+
+
+# -- the reference model ------------------------------------------------------------------
+
+
+class Model:
+    """What the log must hold: leaves in order, and the first index of each leaf."""
+
+    def __init__(self) -> None:
+        self.leaves: list[bytes] = []
+        self.hashes: list[bytes] = []
+        self.first: dict[bytes, int] = {}
+
+    def append(self, batch: list[bytes]) -> list[int]:
+        out = []
+        for leaf in batch:
+            if leaf not in self.first:
+                self.first[leaf] = len(self.leaves)
+                self.leaves.append(leaf)
+                self.hashes.append(leaf_hash(leaf))
+            out.append(self.first[leaf])
+        return out
+
+    def root(self, size: int) -> bytes:
+        return mth_of_hashes(self.hashes[:size])
+
+
+def check_log(
+    log: Log, model: Model, published: dict[int, str], rng: random.Random, *, proofs: int = 6
+) -> None:
+    """Check everything the log serves against the reference model.
+
+    ``published`` maps each tree size a checkpoint was handed out for to that note.
+    """
+    key = key_of(log)
+    size = len(model.leaves)
+    assert log.size == size
+    roots = {n: model.root(n) for n in {0, size, *published}}
+    assert log.root(size) == roots[size]
+    # Every checkpoint verifies, names our origin and commits to the reference root.
+    for n, note in published.items():
+        cp = open_checkpoint(note, [key], origin=log.origin)
+        assert (cp.size, cp.root) == (n, roots[n])
+        assert log.checkpoint_at(n) == note
+        assert log.root(n) == roots[n]
+    if size:
+        assert log.checkpoint() == published[size]
+    # Inclusion proofs and receipts at every published size.
+    for n in published:
+        for index in {0, n - 1, *(rng.randrange(n) for _ in range(proofs))}:
+            proof = log.inclusion_proof(index, n)
+            assert proof == inclusion_path_of_hashes(index, model.hashes[:n])
+            verify_inclusion(index, n, model.hashes[index], proof, roots[n])
+            got = verify_receipt(log.receipt(index, n), [key], origin=log.origin)
+            assert (got.index, got.size, got.root, got.leaf) == (
+                index,
+                n,
+                roots[n],
+                model.leaves[index],
+            )
+        # A receipt without a size uses the latest checkpoint.
+        got = verify_receipt(log.receipt(n - 1), [key], origin=log.origin)
+        assert (got.size, got.leaf) == (size, model.leaves[n - 1])
+    # Consistency between every pair of published checkpoints (and from the empty tree).
+    sizes = sorted({0, *published})
+    for i, old in enumerate(sizes):
+        for new in sizes[i:]:
+            proof = log.consistency_proof(old, new)
+            verify_consistency(old, new, proof, roots[old], roots[new])
+            if rng.random() < 0.2:
+                assert proof == consistency_proof_of_hashes(old, model.hashes[:new])
+    # Every hash tile and entry bundle of every published size, byte for byte.
+    tiles = {t for n in published for t in (*tiles_for_size(n), *bundles_for_size(n))}
+    for t in sorted(tiles, key=lambda t: (t.entries, t.level, t.index, t.width)):
+        if t.entries:
+            assert log.bundle(t.index, t.width) == ref_bundle(model.leaves, t.index, t.width)
+        else:
+            tile = log.tile(t.level, t.index, t.width)
+            assert tile == ref_tile(model.hashes, t.level, t.index, t.width), t.path
+    # Entries and leaf-hash lookups.
+    for index in {0, size - 1, *(rng.randrange(size) for _ in range(proofs))} if size else ():
+        assert log.entry(index) == model.leaves[index]
+        assert log.index_of(model.hashes[index]) == index
+
+
+# -- the empty log, known answers ---------------------------------------------------------
+
+
+def test_empty_log(store: Store) -> None:
+    log = store.create_log("t", ORIGIN)
+    assert log.size == 0
+    # A new log signs the empty tree at once (C2SP: size 0 with the empty-tree root).
+    empty = open_checkpoint(log.checkpoint(), [parse_vkey(log.vkey)], origin=ORIGIN)
+    assert (empty.size, empty.root) == (0, EMPTY_ROOT)
+    assert log.checkpoint_at(0) == log.checkpoint()
+    assert log.root(0) == EMPTY_ROOT
+    assert log.consistency_proof(0, 0) == []
+    with pytest.raises(BadRequest):
+        log.root(1)
+    with pytest.raises(BadRequest):
+        log.inclusion_proof(0, 0)
+    with pytest.raises(NotFound):
+        log.tile(0, 0, 1)
+    with pytest.raises(NotFound):
+        log.bundle(0, 1)
+    with pytest.raises(NotFound):
+        log.entry(0)
+    with pytest.raises(NotFound):
+        log.index_of(leaf_hash(b"nothing"))
+
+
+def test_rfc6962_known_answers(store: Store) -> None:
+    """The 8 standard RFC 6962 test leaves (transparency-dev/merkle testonly constants)."""
+    vec = json.loads((VECTORS / "rfc6962-8-leaves.json").read_text())
+    leaves = [bytes.fromhex(h) for h in vec["leaves_hex"]]
+    log = store.create_log("t", ORIGIN)
+    log.append_many(leaves[:3])
+    log.append_many(leaves[3:])
+    for n, root in enumerate(vec["roots"]):
+        assert log.root(n).hex() == root, n
+    for level, row in enumerate(vec["node_hashes"]):
+        for i, h in enumerate(row):
+            # A complete subtree is the root of its leaves as a tree of their own.
+            lo = i << level
+            assert mth_of_hashes([leaf_hash(x) for x in leaves[lo : lo + (1 << level)]]).hex() == h
+            if lo == 0:
+                assert log.root(1 << level).hex() == h
+    assert log.tile(0, 0, 8) == b"".join(bytes.fromhex(h) for h in vec["node_hashes"][0])
+
+
+# -- differential, hypothesis -------------------------------------------------------------
+
+
+def random_batches(rng: random.Random, n: int) -> list[list[bytes]]:
+    """Return about n leaves (short random byte strings, some repeated) in random batches."""
+    leaves: list[bytes] = []
+    for _ in range(n):
+        if leaves and rng.random() < 0.05:
+            leaves.append(rng.choice(leaves))  # an exact duplicate
+        else:
+            leaves.append(rng.randbytes(rng.choice([0, 1, 2, 8, 16, 33, 100])))
+    cuts = sorted(rng.sample(range(1, n), k=min(n - 1, rng.randint(0, 12)))) if n > 1 else []
+    return [leaves[a:b] for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(n=st.integers(1, 3000), seed=st.integers(0, 2**32 - 1))
+def test_log_matches_reference(tmp_path_factory: pytest.TempPathFactory, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    store = Store.open(tmp_path_factory.mktemp("diff"))
+    try:
+        log = store.create_log("t", ORIGIN)
+        model = Model()
+        published: dict[int, str] = {}
+        for batch in random_batches(rng, n):
+            before = log.size
+            expected = model.append(batch)
+            got = log.append_many(batch)
+            assert got.indexes == expected
+            assert got.size == log.size == len(model.leaves)
+            if got.size > before:
+                assert got.size not in published, "a size is signed once"
+                published[got.size] = got.checkpoint
+            else:  # only duplicates: nothing new is signed
+                assert got.checkpoint == published[before]
+        check_log(log, model, published, rng)
+    finally:
+        store.close()
+
+
+def test_duplicates_return_the_earlier_index_and_do_not_grow_the_tree(store: Store) -> None:
+    log = store.create_log("t", ORIGIN)
+    first = log.append_many([b"a", b"b", b"c"])
+    assert first.indexes == [0, 1, 2]
+    # Duplicates of earlier batches and within the batch itself.
+    again = log.append_many([b"b", b"d", b"d", b"a", b"e"])
+    assert again.indexes == [1, 3, 3, 0, 4]
+    assert again.size == log.size == 5
+    only_dups = log.append_many([b"c", b"e"])
+    assert only_dups.indexes == [2, 4]
+    assert only_dups.size == 5
+    assert only_dups.checkpoint == again.checkpoint
+    for index, leaf in enumerate([b"a", b"b", b"c", b"d", b"e"]):
+        assert log.index_of(leaf_hash(leaf)) == index
+        assert log.entry(index) == leaf
+    with pytest.raises(NotFound):
+        log.index_of(leaf_hash(b"f"))
+
+    async def resubmit() -> Appended:
+        return await log.submit(b"d")
+
+    replay = asyncio.run(resubmit())
+    assert (replay.index, replay.replayed, replay.size, replay.leaf) == (3, True, 5, b"d")
+    verify_receipt(replay.receipt(), [key_of(log)])
+    assert log.size == 5
+
+
+def test_logs_in_one_store_are_independent(store: Store) -> None:
+    a = store.create_log("a", "bucket.example/logs/a")
+    b = store.create_log("b", "bucket.example/logs/b")
+    a.append_many([b"x", b"y"])
+    assert b.append_many([b"y"]).indexes == [0]
+    assert a.index_of(leaf_hash(b"y")) == 1
+    assert b.index_of(leaf_hash(b"y")) == 0
+    with pytest.raises(NotFound):
+        b.index_of(leaf_hash(b"x"))
+    assert a.vkey != b.vkey
+    assert store.log("a") is a
+    with pytest.raises(NotFound):
+        store.log("c")
+    with pytest.raises(StorageError):
+        store.create_log("a", "bucket.example/logs/a")
+
+
+def test_reads_out_of_range(store: Store) -> None:
+    log = store.create_log("t", ORIGIN)
+    log.append_many([i.to_bytes(2, "big") for i in range(10)])
+    log.append_many([i.to_bytes(2, "big") for i in range(10, 300)])
+    with pytest.raises(BadRequest):
+        log.inclusion_proof(300, 300)
+    with pytest.raises(BadRequest):
+        log.inclusion_proof(0, 301)
+    with pytest.raises(BadRequest):
+        log.consistency_proof(5, 301)
+    with pytest.raises(BadRequest):
+        log.consistency_proof(6, 5)
+    with pytest.raises(NotFound):
+        log.receipt(3, 7)  # no checkpoint was published for size 7
+    with pytest.raises(BadRequest):
+        log.receipt(300)
+    with pytest.raises(NotFound):
+        log.checkpoint_at(7)
+    with pytest.raises(NotFound):
+        log.entry(300)
+    assert len(log.tile(0, 1, 44)) == 44 * 32
+    for level, index, width in [(0, 1, 45), (0, 2, 1), (1, 0, 2), (0, 0, 0), (0, 0, 257)]:
+        with pytest.raises(NotFound):
+            log.tile(level, index, width)
+    with pytest.raises(NotFound):
+        log.bundle(1, 45)
+
+
+def test_tiles_up_to_level_two(store: Store) -> None:
+    """65,536 leaves fill tile 1/0 and start tile 2/0 (its one hash is the root of 2**16)."""
+    log = store.create_log("t", ORIGIN)
+    model = Model()
+    n = 256**2 + 300
+    leaves = [i.to_bytes(3, "big") for i in range(n)]
+    for lo, hi in [(0, 1), (1, 40_000), (40_000, 65_535), (65_535, 65_537), (65_537, n)]:
+        assert log.append_many(leaves[lo:hi]).indexes == model.append(leaves[lo:hi])
+    assert log.size == n
+    assert log.tile(2, 0, 1) == log.root(256**2) == model.root(256**2)
+    assert log.tile(1, 0, 256) == ref_tile(model.hashes, 1, 0, 256)
+    assert log.tile(1, 1, 1) == ref_tile(model.hashes, 1, 1, 1)
+    assert log.tile(0, 256, 256) == ref_tile(model.hashes, 0, 256, 256)
+    assert log.tile(0, 257, 44) == ref_tile(model.hashes, 0, 257, 44)
+    with pytest.raises(NotFound):
+        log.tile(2, 0, 2)
+    with pytest.raises(NotFound):
+        log.tile(1, 1, 2)
+    root = model.root(n)
+    assert log.root(n) == root
+    key = key_of(log)
+    for index in (0, 65_535, 65_536, n - 1):
+        got = verify_receipt(log.receipt(index), [key], origin=ORIGIN)
+        assert (got.root, got.leaf) == (root, leaves[index])
+    for old in (1, 40_000, 65_535, 65_537):
+        proof = log.consistency_proof(old, n)
+        verify_consistency(old, n, proof, model.root(old), root)
+
+
+# -- restart --------------------------------------------------------------------------------
+
+
+def snapshot(log: Log, published: dict[int, str]) -> dict[str, object]:
+    """Return everything the log serves (for comparing before and after a restart)."""
+    size = log.size
+    out: dict[str, object] = {
+        "size": size,
+        "checkpoint": log.checkpoint(),
+        "vkey": log.vkey,
+        "checkpoints": {n: log.checkpoint_at(n) for n in published},
+        "roots": [log.root(n) for n in range(0, size + 1, 7)],
+        "inclusion": [log.inclusion_proof(i, size) for i in range(0, size, 5)],
+        "consistency": [log.consistency_proof(n, size) for n in published],
+        "receipts": [log.receipt(i) for i in range(0, size, 11)],
+        "tiles": [log.tile(t.level, t.index, t.width) for t in tiles_for_size(size)],
+        "bundles": [log.bundle(t.index, t.width) for t in bundles_for_size(size)],
+        "entries": [log.entry(i) for i in range(size)],
+    }
+    return out
+
+
+def test_restart_serves_everything_identically_and_keeps_appending(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    model = Model()
+    published: dict[int, str] = {}
+    store = Store.open(tmp_path)
+    log = store.create_log("t", ORIGIN)
+    for n in (3, 250, 10, 300):  # ends mid-tile: 563 leaves, tile 0/2 partial
+        batch = [rng.randbytes(12) for _ in range(n)]
+        model.append(batch)
+        got = log.append_many(batch)
+        published[got.size] = got.checkpoint
+    before = snapshot(log, published)
+    store.close()
+
+    store = Store.open(tmp_path)
+    try:
+        log = store.log("t")
+        assert snapshot(log, published) == before
+        for index, h in enumerate(model.hashes):
+            assert log.index_of(h) == index
+        # The writer reloads the partial right-edge tile records from disk.
+        for n in (1, 200, 60):
+            batch = [rng.randbytes(12) for _ in range(n)]
+            model.append(batch)
+            got = log.append_many(batch)
+        published[got.size] = got.checkpoint
+        check_log(log, model, published, rng)
+    finally:
+        store.close()
+    store = Store.open(tmp_path)
+    try:
+        check_log(store.log("t"), model, published, rng)
+    finally:
+        store.close()
+
+
+# -- envelope logs: versions, bodies, idempotency ------------------------------------------
+
+
+def draft(artifact_id: str, body: bytes, **kw: object) -> Draft:
+    return Draft(
+        product="gurukul",
+        artifact_type="lesson",
+        artifact_id=artifact_id,
+        principal="key:3f2a9c1d",
+        body=body,
+        body_sha256=hashlib.sha256(body).digest(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def submit(log: Log, *items: bytes | Draft) -> list[Appended]:
+    async def run() -> list[Appended]:
+        return [await log.submit(item) for item in items]
+
+    return asyncio.run(run())
+
+
+def test_artifact_versions_chain_with_prev_index(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
+    key = key_of(log)
+    (v1,) = submit(log, draft("algebra/1", b"first"))
+    submit(log, draft("geometry/1", b"other"))
+    (v2,) = submit(log, draft("algebra/1", b"second"))
+
+    async def many() -> list[Outcome]:
+        return await log.submit_many(
+            [draft("algebra/1", b"third"), draft("geometry/1", b""), draft("algebra/1", b"4th")]
+        )
+
+    v3, g2, v4 = asyncio.run(many())
+    assert isinstance(v3, Appended) and isinstance(g2, Appended) and isinstance(v4, Appended)
+    chain = [v1, v2, v3, v4]
+    assert [a.version for a in chain] == [1, 2, 3, 4]
+    assert all(a.artifact_id == "algebra/1" and not a.replayed for a in chain)
+    prev = None
+    for a, body in zip(chain, [b"first", b"second", b"third", b"4th"], strict=True):
+        env = decode_envelope(a.leaf)
+        assert (env.artifact_id, env.version, env.prev_index) == ("algebra/1", a.version, prev)
+        assert env.body_sha256 == hashlib.sha256(body).digest()
+        assert env.body_size == len(body)
+        assert log.body(a.index) == body
+        assert log.entry(a.index) == a.leaf
+        got = verify_receipt(a.receipt(), [key], origin=log.origin)
+        assert (got.index, got.leaf) == (a.index, a.leaf)
+        prev = a.index
+    assert log.versions("algebra/1") == [(a.version, a.index) for a in chain]
+    assert log.versions("geometry/1") == [(1, 1), (2, g2.index)]
+    assert log.body(g2.index) is None  # an empty body is not stored
+    with pytest.raises(NotFound):
+        log.versions("algebra/2")
+    store.close()
+
+    # After a restart the chain continues from the stored versions.
+    store = Store.open(tmp_path)
+    try:
+        log = store.log("gurukul")
+        (v5,) = submit(log, draft("algebra/1", b"fifth"))
+        assert v5.version == 5
+        assert decode_envelope(v5.leaf).prev_index == v4.index
+        assert log.versions("algebra/1")[-1] == (5, v5.index)
+    finally:
+        store.close()
+
+
+def test_idempotency_keys(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
+    d1 = draft("doc", b"one", idempotency_key="req-1", request_digest=b"\x01" * 32)
+    (first,) = submit(log, d1)
+    assert not first.replayed and first.version == 1
+    (again,) = submit(log, d1)
+    assert again.replayed
+    assert (again.index, again.version, again.leaf) == (first.index, 1, first.leaf)
+    assert log.size == 1
+    verify_receipt(again.receipt(), [key_of(log)])
+    # The same key for a different request is a conflict; nothing is written.
+    other = draft("doc", b"two", idempotency_key="req-1", request_digest=b"\x02" * 32)
+    with pytest.raises(Conflict):
+        submit(log, other)
+    assert log.size == 1
+
+    # Within one batch: the second use of a new key replays the first.
+    d2 = draft("doc", b"two", idempotency_key="req-2", request_digest=b"\x03" * 32)
+
+    async def both() -> list[Outcome]:
+        return await log.submit_many([d2, d2, other])
+
+    a, b, c = asyncio.run(both())
+    assert isinstance(a, Appended) and isinstance(b, Appended)
+    assert (a.replayed, b.replayed, b.index, b.version) == (False, True, a.index, 2)
+    assert isinstance(c, Conflict)
+    assert log.size == 2
+    store.close()
+
+    store = Store.open(tmp_path)
+    try:
+        log = store.log("gurukul")
+        (replay,) = submit(log, d1)
+        assert (replay.replayed, replay.index) == (True, first.index)
+        with pytest.raises(Conflict):
+            submit(log, other)
+        assert log.size == 2
+    finally:
+        store.close()
+
+
+def test_raw_leaf_on_envelope_log_and_draft_on_raw_log_are_bad_requests(store: Store) -> None:
+    env_log = store.create_log("e", "bucket.example/logs/e", kind=ENVELOPE)
+    raw_log = store.create_log("r", "bucket.example/logs/r", kind=RAW)
+    with pytest.raises(BadRequest):
+        submit(env_log, b"raw leaf")
+    with pytest.raises(BadRequest):
+        env_log.append_many([b"raw leaf"])
+    with pytest.raises(BadRequest):
+        submit(raw_log, draft("doc", b"x"))
+    assert env_log.size == raw_log.size == 0
+    # Both logs still take what they are for.
+    assert submit(env_log, draft("doc", b"x"))[0].index == 0
+    assert raw_log.append_many([b"raw leaf"]).indexes == [0]
+    with pytest.raises(BadRequest):
+        store.create_log("k", "bucket.example/logs/k", kind="weird")
+
+
+# -- signing keys ---------------------------------------------------------------------------
+
+
+def test_key_file_is_private(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("t", ORIGIN)
+        path = tmp_path / "keys" / "t.key"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
+        signer = parse_signer_key(path.read_text().strip())
+        assert signer.vkey == log.vkey
+        assert signer.name == ORIGIN == log.origin
+    finally:
+        store.close()
+
+
+def make_log(tmp_path: Path) -> str:
+    """Create a store with log 't' holding a few leaves; return its checkpoint."""
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("t", ORIGIN)
+        log.append_many([b"a", b"b", b"c"])
+        return log.checkpoint()
+    finally:
+        store.close()
+
+
+def write_key(path: Path, signer: Signer, mode: int = 0o600) -> None:
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(format_signer_key(signer) + "\n")
+    os.chmod(path, mode)
+
+
+def test_missing_key_file_refuses_to_open(tmp_path: Path) -> None:
+    make_log(tmp_path)
+    (tmp_path / "keys" / "t.key").unlink()
+    with pytest.raises(KeyProblem, match="missing"):
+        Store.open(tmp_path)
+
+
+@pytest.mark.parametrize("name", [ORIGIN, "bucket.example/logs/other"])
+def test_replaced_key_file_refuses_to_open(tmp_path: Path, name: str) -> None:
+    make_log(tmp_path)
+    path = tmp_path / "keys" / "t.key"
+    impostor = Signer.generate(name)
+    write_key(path, impostor)
+    with pytest.raises(KeyProblem) as info:
+        Store.open(tmp_path)
+    # The secret never reaches an error message.
+    assert format_signer_key(impostor).rsplit("+", 1)[1] not in str(info.value)
+
+
+def test_key_file_readable_by_others_refuses_to_open(tmp_path: Path) -> None:
+    make_log(tmp_path)
+    path = tmp_path / "keys" / "t.key"
+    os.chmod(path, 0o644)
+    with pytest.raises(KeyProblem, match="readable"):
+        Store.open(tmp_path)
+    os.chmod(path, 0o600)
+    Store.open(tmp_path).close()
+
+
+def test_key_and_log_record_both_replaced_refuses_to_open(tmp_path: Path) -> None:
+    """Second line of defence: the stored checkpoints must verify with the key."""
+    make_log(tmp_path)
+    impostor = Signer.generate(ORIGIN)
+    write_key(tmp_path / "keys" / "t.key", impostor)
+    env = lmdb.open(str(tmp_path / "lmdb"), max_dbs=16, subdir=True)
+    try:
+        meta = env.open_db(b"meta")
+        with env.begin(write=True, db=meta) as txn:
+            raw = txn.get(b"log/t")
+            assert raw is not None
+            record = json.loads(raw)
+            record["vkey"] = impostor.vkey
+            txn.put(b"log/t", json.dumps(record, sort_keys=True).encode())
+    finally:
+        env.close()
+    with pytest.raises(KeyProblem, match="does not verify"):
+        Store.open(tmp_path)
+
+
+def test_create_log_reuses_an_orphan_key_file_only_if_it_fits(tmp_path: Path) -> None:
+    # A crash between writing a log's key and recording the log leaves the key behind.
+    # Nothing was signed with it, so create_log reuses it, but only under the right name.
+    (tmp_path / "keys").mkdir(mode=0o700)
+    orphan = Signer.generate(ORIGIN)
+    write_key(tmp_path / "keys" / "t.key", orphan)
+    write_key(tmp_path / "keys" / "u.key", Signer.generate("someone.else/logs/u"))
+    store = Store.open(tmp_path)
+    try:
+        assert store.create_log("t", ORIGIN).vkey == orphan.vkey
+        with pytest.raises(KeyProblem):
+            store.create_log("u", "bucket.example/logs/u")
+        assert "u" not in store.logs
+    finally:
+        store.close()
+
+
+# -- byte for byte: the Tessera test log ----------------------------------------------------
+
+TESSERA = VECTORS / "tessera-testdata-log"
+TESSERA_SKEY = (
+    "PRIVATE+KEY+example.com/log/testdata+33d7b496+AeymY/SZAX0jZcJ8enZ5FY1Dz+wTML2yWSkK+9DSF3eg"
+)
+
+
+def tessera() -> tuple[str, str, list[bytes]]:
+    vec = json.loads((VECTORS / "tessera-testdata-log.json").read_text())
+    return vec["origin_line"], vec["vkey"], [w.encode() for w in vec["leaves_text"]]
+
+
+def test_tessera_log_tiles_bundles_and_checkpoint_bodies(tmp_path: Path) -> None:
+    origin, vkey, leaves = tessera()
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("testdata", origin)
+        theirs = parse_vkey(vkey)
+        for width, leaf in enumerate(leaves, 1):
+            assert log.append_many([leaf]).indexes == [width - 1]
+            tile = (TESSERA / f"tile/0/000.p/{width}").read_bytes()
+            bundle = (TESSERA / f"tile/entries/000.p/{width}").read_bytes()
+            assert log.tile(0, 0, width) == tile
+            assert log.bundle(0, width) == bundle
+            vector = (TESSERA / f"checkpoint.{width}").read_text()
+            ours = log.checkpoint()
+            assert note_body(ours) == note_body(vector)
+            assert open_checkpoint(ours, [key_of(log)], origin=origin).size == width
+            assert open_checkpoint(vector, [theirs], origin=origin).root == log.root(width)
+        # Older partial tiles stay available with the same bytes.
+        for width in range(1, len(leaves) + 1):
+            assert log.tile(0, 0, width) == (TESSERA / f"tile/0/000.p/{width}").read_bytes()
+            assert log.bundle(0, width) == (TESSERA / f"tile/entries/000.p/{width}").read_bytes()
+    finally:
+        store.close()
+
+
+def test_tessera_log_signed_checkpoints_byte_for_byte(tmp_path: Path) -> None:
+    _, vkey, leaves = tessera()
+    signer = parse_signer_key(TESSERA_SKEY)
+    assert signer.vkey == vkey, "the transcribed test key must be the vector's key"
+    store = open_with_signer(tmp_path, "testdata", signer)
+    try:
+        log = store.log("testdata")
+        assert log.vkey == vkey
+        for width, leaf in enumerate(leaves, 1):
+            batch = log.append_many([leaf])
+            vector = (TESSERA / f"checkpoint.{width}").read_text()
+            assert batch.checkpoint == vector
+            assert log.checkpoint() == vector
+        assert log.checkpoint() == (TESSERA / "checkpoint").read_text()
+        for width in range(1, len(leaves) + 1):
+            assert log.checkpoint_at(width) == (TESSERA / f"checkpoint.{width}").read_text()
+    finally:
+        store.close()
