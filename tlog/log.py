@@ -229,6 +229,8 @@ class Log:
                     f"log {name}: checkpoint size {cp.size}, key {size}, {count} leaves"
                 )
             self._size, self._root, self._note = size, cp.root, note.decode()
+        # MTHs of ragged leaf ranges, shared by read-side proof builders (immutable values).
+        self._memo: dict[tuple[int, int], bytes] = {}
         # Tile records at the right edge of the tree, as committed (writer thread only).
         self._records: dict[tuple[int, int], bytearray] = {}
         self._pending: dict[tuple[int, int], bytearray] = {}
@@ -594,7 +596,9 @@ class Log:
         if not 0 <= index < size:
             raise BadRequest(f"index {index} is not in a tree of size {size}")
         with self.store.storage.read() as txn:
-            return ProofBuilder(TxnHashReader(txn, self.dbs)).inclusion_proof(index, size)
+            return ProofBuilder(TxnHashReader(txn, self.dbs), self._memo).inclusion_proof(
+                index, size
+            )
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         """Return the RFC 6962 §2.1.2 consistency proof from size old to size new.
@@ -605,7 +609,9 @@ class Log:
         if not 0 <= old <= new:
             raise BadRequest(f"old size {old} must be between 0 and new size {new}")
         with self.store.storage.read() as txn:
-            return ProofBuilder(TxnHashReader(txn, self.dbs)).consistency_proof(old, new)
+            return ProofBuilder(TxnHashReader(txn, self.dbs), self._memo).consistency_proof(
+                old, new
+            )
 
     def checkpoint_at(self, size: int) -> str:
         """Return the signed checkpoint published for exactly this size. Raises NotFound."""

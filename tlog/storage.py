@@ -49,7 +49,7 @@ from typing import Any
 import lmdb
 
 from tlog.errors import NotFound, StorageFull, TlogError
-from tlog.tree import RECORD_SIZE, Node, locate
+from tlog.tree import RECORD_SIZE, ROW_OFFSETS, Node
 
 __all__ = [
     "DEFAULT_MAP_SIZE",
@@ -549,8 +549,14 @@ class TxnHashReader:
     def read_hashes(self, nodes: Sequence[Node]) -> list[bytes]:
         """Return the stored hash of each complete subtree. Raises NotFound."""
         out = []
+        records = self._records
         for level, index in nodes:
-            tile_level, tile_index, offset = locate(level, index)
-            rec = self._record(tile_level, tile_index)
+            tile_level, row = divmod(level, 8)
+            shift = 8 - row
+            key = (tile_level, index >> shift)
+            rec = records.get(key)
+            if rec is None:
+                rec = self._record(*key)
+            offset = ROW_OFFSETS[row] + (index & ((1 << shift) - 1)) * 32
             out.append(bytes(rec[offset : offset + 32]))
         return out

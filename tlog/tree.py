@@ -184,23 +184,53 @@ class ProofBuilder:
     receipts of one batch), so the ragged right-edge ranges they share are hashed once.
     """
 
-    def __init__(self, reader: HashReader) -> None:
+    def __init__(self, reader: HashReader, memo: dict[tuple[int, int], bytes] | None = None):
+        """``memo`` may be shared between builders of one log: the MTH of a leaf range
+        never changes once the range is in the tree, so it stays valid across sizes."""
         self._reader = reader
-        self._memo: dict[tuple[int, int], bytes] = {}
+        self._memo: dict[tuple[int, int], bytes] = {} if memo is None else memo
 
     def range_hashes(self, ranges: Iterable[tuple[int, int]]) -> list[bytes]:
-        """Return the MTH of each leaf range, reading all missing subtrees in one batch."""
+        """Return the MTH of each leaf range, reading all missing subtrees in one batch.
+
+        A range of 2**k leaves is one stored node (every range in a proof plan is
+        aligned); only ragged ranges at the right edge are folded, and memoised.
+        """
         ranges = list(ranges)
-        missing = [r for r in dict.fromkeys(ranges) if r not in self._memo]
-        if missing:
-            plans = [range_nodes(lo, hi) for lo, hi in missing]
-            flat = [node for plan in plans for node in plan]
-            hashes = self._reader.read_hashes(flat)
-            pos = 0
-            for rng, plan in zip(missing, plans, strict=True):
-                self._memo[rng] = fold_range(hashes[pos : pos + len(plan)])
-                pos += len(plan)
-        return [self._memo[r] for r in ranges]
+        memo = self._memo
+        out: list[bytes | None] = []
+        nodes: list[Node] = []
+        slots: list[int] = []
+        ragged: dict[tuple[int, int], list[int]] = {}
+        for lo, hi in ranges:
+            n = hi - lo
+            if n & (n - 1) == 0:
+                level = n.bit_length() - 1
+                slots.append(len(out))
+                nodes.append((level, lo >> level))
+                out.append(None)
+            else:
+                found = memo.get((lo, hi))
+                if found is None:
+                    ragged.setdefault((lo, hi), []).append(len(out))
+                out.append(found)
+        plans = [range_nodes(lo, hi) for lo, hi in ragged]
+        wanted = [*nodes, *(node for plan in plans for node in plan)]
+        hashes = self._reader.read_hashes(wanted) if wanted else []
+        for slot, h in zip(slots, hashes, strict=False):
+            out[slot] = h
+        pos = len(nodes)
+        if len(memo) > 65536:
+            memo.clear()
+        for (rng, places), plan in zip(ragged.items(), plans, strict=True):
+            folded = fold_range(hashes[pos : pos + len(plan)])
+            pos += len(plan)
+            memo[rng] = folded
+            for slot in places:
+                out[slot] = folded
+        if any(h is None for h in out):
+            raise AssertionError("bad math: a range hash was not computed")
+        return [h for h in out if h is not None]
 
     def root(self, size: int) -> bytes:
         """Return MTH(D[size]) (RFC 6962 §2.1); the empty-tree hash for size 0."""

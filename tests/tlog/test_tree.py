@@ -322,11 +322,15 @@ def test_proof_builder_empty_tree_and_memoisation() -> None:
     assert tree.reads == 0, "the empty root needs no reads"
     pb.inclusion_proof(5, 299)
     assert tree.reads == 1, "one plan is read in one batch"
-    pb.inclusion_proof(5, 299)
-    pb.root(299)  # (0, 299) is not in the plan of index 5 ...
+    pb.inclusion_proof(5, 299)  # complete siblings are single stored nodes: read again
     assert tree.reads == 2
-    pb.root(299)  # ... but is memoised now
-    assert tree.reads == 2
+    pb.root(299)  # (0, 299) is ragged and not in the plan of index 5 ...
+    assert tree.reads == 3
+    pb.root(299)  # ... but is memoised now: no read at all
+    assert tree.reads == 3
+    shared = ProofBuilder(tree, pb._memo)  # a builder sharing the memo reuses it
+    shared.root(299)
+    assert tree.reads == 3
 
 
 def test_proof_builder_raises_not_found_for_a_missing_record() -> None:
