@@ -5,7 +5,12 @@ signed checkpoints, so ``tlog-verify log`` audits it. Its leaves are determinist
 CBOR maps (RFC 8949 §4.2.1, text keys only)::
 
     {"v": 1, "type": "append", "time": <ms>, "retention_until": <ms>,
-     "principal": "key:3f2a9c1d" | null, "product": "gurukul" | null, "detail": {...}}
+     "principal": "key:3f2a9c1d" | null, "product": "gurukul" | null, "detail": {...},
+     "nonce": "<16 hex digits>"}
+
+The random ``nonce`` makes every record a distinct leaf: a log answers a leaf it
+already holds with the earlier index, so two identical records written in the same
+millisecond (two refusals of the same request) would otherwise count as one.
 
 Every batch appended to a product log gets one ``append`` record (first index,
 count, new size and root, principals) written by the log's writer in the same LMDB
@@ -20,7 +25,8 @@ with its audit record, in one transaction)::
     NORMAL --storage >= 99%--> READ_ONLY        NORMAL/READ_ONLY --violation--> HALTED
     HALTED/READ_ONLY --owner-signed resume--> NORMAL
 
-While not NORMAL every write answers 503; reads and proofs keep working.
+While HALTED every write answers 503, while READ_ONLY 507; reads and proofs keep
+working.
 
 Owner-signed requests are C2SP signed notes by the owner key (created by ``tlog
 init``, mode 0600, meant to be moved off the server) whose text is::
@@ -36,6 +42,7 @@ The note itself is stored in the audit record, so anyone can check who approved 
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -64,6 +71,7 @@ __all__ = [
     "Governance",
     "Halted",
     "RateLimited",
+    "ReadOnly",
     "ScaleMonitor",
     "decode_audit_record",
     "encode_audit_record",
@@ -107,13 +115,25 @@ THREAT_DETECTIONS = {
 
 
 class Halted(Pushback):
-    """Writes are suspended: the service is HALTED or READ_ONLY (503)."""
+    """Writes are suspended: the service is HALTED (503)."""
 
     code = "operations_halted"
 
     def __init__(self, message: str, *, code: str, reason: str, incident_index: int | None):
         super().__init__(message)
         self.code = code
+        self.reason = reason
+        self.incident_index = incident_index
+
+
+class ReadOnly(StorageFull):
+    """Writes are suspended: storage reached 99% of the map and the service is
+    READ_ONLY (507, the storage limit's status)."""
+
+    code = "read_only"
+
+    def __init__(self, message: str, *, reason: str, incident_index: int | None):
+        super().__init__(message)
         self.reason = reason
         self.incident_index = incident_index
 
@@ -161,6 +181,7 @@ class AuditRecord:
     principal: str | None
     product: str | None
     detail: dict[str, Any]
+    nonce: str = ""
 
 
 def encode_audit_record(
@@ -171,8 +192,12 @@ def encode_audit_record(
     principal: str | None = None,
     product: str | None = None,
     detail: dict[str, Any] | None = None,
+    nonce: str | None = None,
 ) -> bytes:
-    """Return the deterministic CBOR leaf of one audit record (RFC 8949 §4.2.1)."""
+    """Return the deterministic CBOR leaf of one audit record (RFC 8949 §4.2.1).
+
+    ``nonce`` (default: 8 random bytes in hex) keeps identical records distinct leaves.
+    """
     record = {
         "v": 1,
         "type": type_,
@@ -181,6 +206,7 @@ def encode_audit_record(
         "principal": principal,
         "product": product,
         "detail": detail or {},
+        "nonce": secrets.token_hex(8) if nonce is None else nonce,
     }
     return bytes(cbor2.dumps(record, canonical=True))
 
@@ -196,6 +222,7 @@ def decode_audit_record(leaf: bytes) -> AuditRecord:
             principal=raw["principal"],
             product=raw["product"],
             detail=dict(raw["detail"]),
+            nonce=str(raw.get("nonce", "")),
         )
     except Exception as exc:
         raise BadRequest(f"not an audit record: {exc}") from exc
@@ -338,13 +365,15 @@ class Governance:
         return self.set_state(HALTED, reason, detail=detail)
 
     def check_writable(self) -> None:
-        """Raise Halted (503) unless the state is NORMAL."""
+        """Raise Halted (503) if HALTED, ReadOnly (507) if READ_ONLY."""
         current = self.state()
+        message = f"writes are suspended ({current.state}): {current.reason}"
+        if current.state == READ_ONLY:
+            raise ReadOnly(message, reason=current.reason, incident_index=current.incident_index)
         if current.state != NORMAL:
-            code = "read_only" if current.state == READ_ONLY else "operations_halted"
             raise Halted(
-                f"writes are suspended ({current.state}): {current.reason}",
-                code=code,
+                message,
+                code="operations_halted",
                 reason=current.reason,
                 incident_index=current.incident_index,
             )
@@ -439,8 +468,12 @@ class Governance:
             ),
             {key: json.dumps(hold).encode()},
         )
-        if self.on_threat is not None:
-            self.on_threat("legal_ownership_challenge")
+        self.threat(
+            "legal_ownership_challenge",
+            {"case": case, "artifact": hold["artifact"]},
+            principal="owner",
+            product=product,
+        )
         return hold
 
     def release(self, note: str) -> dict[str, Any]:
@@ -568,20 +601,24 @@ class Governance:
         fp = fingerprint(self.config)
         approved = self.approved_fingerprint()
         if approved != fp:
-            self.halt(
-                "governance_config_mismatch",
-                {"approved": approved or "", "running": fp},
-            )
+            detail = {"approved": approved or "", "running": fp}
+            if self.state().state != HALTED:
+                self.threat("silent_schema_drift", {"config": "changed without approval", **detail})
+            self.halt("governance_config_mismatch", detail)
 
     # -- limits ---------------------------------------------------------------------------
 
-    def admit_write(self, log: Log, count: int, pending: int) -> None:
-        """Admit ``count`` new entries for a product log, or raise the limit's refusal.
+    def admit_write(self, log: Log, count: int, pending: int, nbytes: int = 0) -> None:
+        """Admit ``count`` new entries (``nbytes`` bytes of leaves and bodies, estimated)
+        for a product log, or raise the limit's refusal.
 
-        In order: the state (503), concurrent pending writes (429), storage (enters
-        READ_ONLY and answers 507 at 99% of the LMDB map), entry counts per product and
-        global (507), write rate per product and global (429). Each product has its own
-        token bucket and count, so one product at its quota does not block another.
+        In order: the state (503 HALTED, 507 READ_ONLY), concurrent pending writes (429),
+        storage (enters READ_ONLY and answers 507 once the LMDB map, with this write,
+        would be 99% used: a write bigger than what is left must not run the map full,
+        where not even the audit record of the refusal would fit), entry counts per
+        product and global (507), write rate per product and global (429). Each product
+        has its own token bucket and count, so one product at its quota does not block
+        another.
         """
         self.check_writable()
         limits = self.config.limits
@@ -591,12 +628,16 @@ class Governance:
                 code="too_many_pending_writes",
             )
         used, total = self.store.storage.usage()
-        if used >= 0.99 * total:
-            self.threat("storage_exhaustion", {"used": used, "map_size": total})
+        if used + nbytes >= 0.99 * total:
+            detail = {"used": used, "incoming": nbytes, "map_size": total}
+            self.threat("storage_exhaustion", detail)
             current = self.state()
             if current.state == NORMAL:
-                self.set_state(READ_ONLY, "storage_full", detail={"used": used, "map": total})
-            raise StorageFull(f"storage is {used / total:.1%} full; writes are suspended")
+                self.set_state(READ_ONLY, "storage_full", detail=detail)
+            raise StorageFull(
+                f"storage is {used / total:.1%} full ({nbytes} more bytes asked for); "
+                "writes are suspended"
+            )
         if log.size + count > limits.max_entries_per_product:
             raise EntryLimit(
                 f"{log.name} holds {log.size} entries; the limit is "

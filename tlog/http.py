@@ -57,6 +57,7 @@ from tlog.governance import (
     DeadlineExceeded,
     Halted,
     RateLimited,
+    ReadOnly,
     ScaleMonitor,
     decode_audit_record,
 )
@@ -152,12 +153,12 @@ def _error_response(request: Request, exc: Exception) -> Response:
         _log.error("internal error on %s %s: %r", request.method, request.url.path, exc)
         return problem(500, "internal_error", "an internal error occurred")
     code = getattr(exc, "code", "error")
-    if isinstance(exc, Halted):
+    if isinstance(exc, Halted | ReadOnly):
         return problem(
-            503,
+            status,
             exc.code,
             str(exc),
-            {"Retry-After": "30"},
+            {"Retry-After": "30"} if isinstance(exc, Halted) else None,
             reason=exc.reason,
             incident_index=exc.incident_index,
         )
@@ -279,6 +280,8 @@ class _Api:
         strikes = self._strikes.get(principal.key_id, 0) + 1
         self._strikes[principal.key_id] = strikes
         if strikes >= SCOPE_STRIKES_TO_FREEZE:
+            # Count afresh once the owner unfreezes it (from the CLI, another process).
+            self._strikes[principal.key_id] = 0
             self.service.keys.set_frozen(
                 principal.key_id, True, {"reason": "repeated scope violations", "count": strikes}
             )
@@ -300,9 +303,14 @@ class _Api:
             )
 
     def note_refusal(self, request: Request, status: int) -> TlogError | None:
-        """Track refused writes per key; return a CoolOff to record when one starts."""
+        """Track refused writes per key; return a CoolOff to record when one starts.
+
+        Only the client's own faults count (4xx but 429): a 503 while HALTED, a 507 when
+        storage is full or a 504 is the service's state, and a client retrying it is not
+        escalating.
+        """
         principal = getattr(request.state, "principal", None)
-        if principal is None or request.method != "POST" or status == 429:
+        if principal is None or request.method != "POST" or status == 429 or status >= 500:
             return None
         now = time.monotonic()
         series = [
@@ -320,8 +328,12 @@ class _Api:
             )
         return None
 
-    async def record_refusal(self, request: Request, exc: Exception, status: int) -> None:
-        """Write the refusal (and any threat it detects) to the audit log, durably."""
+    async def record_refusal(
+        self, request: Request, exc: Exception, status: int, code: str | None = None
+    ) -> None:
+        """Write the refusal (and any threat it detects) to the audit log, durably.
+
+        ``code`` is the problem code answered (default: the error's ``code``)."""
         principal = getattr(request.state, "principal", None)
         who = principal.name if principal is not None else _claimed(request)
         product = request.path_params.get("product") if request.path_params else None
@@ -332,7 +344,7 @@ class _Api:
                 product=product if isinstance(product, str) else None,
                 detail={
                     "status": status,
-                    "code": str(getattr(exc, "code", "error")),
+                    "code": code or str(getattr(exc, "code", "error")),
                     "method": request.method,
                     "path": request.url.path[:512],
                 },
@@ -427,7 +439,8 @@ class _Api:
         Raises the first item's error (the HTTP layer validates items beforehand, so the
         only per-item errors left are conflicts found at sequencing time).
         """
-        self.gov.admit_write(log, len(drafts), self.scale.pending)
+        nbytes = sum(len(d.body) + 1024 for d in drafts)  # bodies, leaves and indexes
+        self.gov.admit_write(log, len(drafts), self.scale.pending, nbytes)
         self.scale.pending += len(drafts)
         self.metrics.pending.inc(len(drafts))
         try:
@@ -827,12 +840,13 @@ def create_app(
         else:
             response = _error_response(request, exc)
         if response.status_code in REFUSALS:
-            await api.record_refusal(request, exc, response.status_code)
+            code = json.loads(bytes(response.body))["code"]
+            await api.record_refusal(request, exc, response.status_code, code)
         return response
 
     async def refuse_mutation(request: Request) -> Response:
         response = _method_not_allowed()
-        await api.record_refusal(request, HTTPException(405), 405)
+        await api.record_refusal(request, HTTPException(405), 405, "append_only")
         return response
 
     routes[-1] = Route("/{anything:path}", refuse_mutation, methods=mutating)
