@@ -91,12 +91,27 @@ class LogDBs:
     artifacts: Any
 
 
-@dataclass(frozen=True)
 class WriteTxn:
-    """A write transaction on the log env and one on the index env, committed in that order."""
+    """A write transaction on the log env and, begun on first use, one on the index env;
+    committed in that order. Batches of raw logs never touch the index env, so the
+    writer and the background indexer do not wait for each other."""
 
-    main: Any
-    index: Any
+    def __init__(self, main: Any, ienv: Any) -> None:
+        self.main = main
+        self._ienv = ienv
+        self._index: Any = None
+
+    @property
+    def index(self) -> Any:
+        """Return the index env's write transaction, beginning it if needed."""
+        if self._index is None:
+            self._index = self._ienv.begin(write=True)
+        return self._index
+
+    @property
+    def index_begun(self) -> Any:
+        """Return the index env's write transaction if one was begun, else None."""
+        return self._index
 
 
 def u64(n: int) -> bytes:
@@ -235,27 +250,27 @@ class Storage:
         Raises StorageFull (nothing written) when an LMDB map is full. A failed index
         commit after the durable log commit is logged, not raised (the index catches up).
         """
-        itxn = self.ienv.begin(write=True)
+        txn = self.env.begin(write=True)
+        wtxn = WriteTxn(txn, self.ienv)
         try:
-            txn = self.env.begin(write=True)
-        except BaseException:
-            itxn.abort()
-            raise
-        try:
-            yield WriteTxn(txn, itxn)
+            yield wtxn
             txn.commit()
         except lmdb.MapFullError as exc:
             txn.abort()
-            itxn.abort()
+            if wtxn.index_begun is not None:
+                wtxn.index_begun.abort()
             raise StorageFull(
                 "storage is full: the LMDB map size is reached; nothing was written"
             ) from exc
         except BaseException:
             txn.abort()
-            itxn.abort()
+            if wtxn.index_begun is not None:
+                wtxn.index_begun.abort()
             raise
+        if wtxn.index_begun is None:
+            return
         try:
-            itxn.commit()
+            wtxn.index_begun.commit()
         except lmdb.Error:
             # The log is durable, so the batch succeeded: do not report a failure, or the
             # caller would drop state that is on disk. The index is behind
@@ -319,7 +334,8 @@ class Storage:
                 for part in (b"leaves", b"tiles", b"checkpoints", b"bodies", b"idempotency")
             ]
             index = [
-                self.ienv.open_db(prefix + part, create=True) for part in (b"hashes", b"artifacts")
+                self.ienv.open_db(prefix + b"hashes8", create=True, dupsort=True, dupfixed=True),
+                self.ienv.open_db(prefix + b"artifacts", create=True),
             ]
             found = LogDBs(*main, *index)
             self._dbs[log_id] = found
@@ -330,6 +346,16 @@ class Storage:
         with self.ienv.begin(db=self._imeta) as txn:
             raw = txn.get(f"indexed/{log_id}".encode())
         return 0 if raw is None else int(raw)
+
+    def hashed_size(self, log_id: int) -> int:
+        """Return how many leaf hashes of the log the index env holds."""
+        with self.ienv.begin(db=self._imeta) as txn:
+            raw = txn.get(f"hashed/{log_id}".encode())
+        return 0 if raw is None else int(raw)
+
+    def set_hashed_size(self, itxn: Txn, log_id: int, size: int) -> None:
+        """Record (in the index transaction) that leaf hashes are indexed up to ``size``."""
+        itxn.put(f"hashed/{log_id}".encode(), str(size).encode(), db=self._imeta)
 
     def set_indexed_size(self, itxn: Txn, log_id: int, size: int) -> None:
         """Record (in the index transaction) that the index covers ``size`` leaves."""
@@ -380,25 +406,35 @@ def iter_leaves(txn: Txn, dbs: LogDBs, start: int, stop: int) -> Iterator[bytes]
         yield bytes(value)
 
 
-def claim_leaf_hash(txn: Txn, dbs: LogDBs, leaf_hash: bytes, index: int) -> int:
-    """Record that leaf_hash sits at index unless it is already in the log.
+def put_leaf_hashes(itxn: Txn, dbs: LogDBs, pairs: Sequence[tuple[bytes, int]]) -> None:
+    """Index leaf hashes: key = the hash's first 8 bytes, value = the index (duplicates
+    allowed; a lookup confirms the full hash against the stored tile). Half the size of
+    full 32-byte keys, and the order of a sorted batch keeps the B-tree writes local."""
+    items = sorted((h[:8], u64(index)) for h, index in pairs)
+    itxn.cursor(dbs.hashes).putmulti(items, dupdata=True)
 
-    Returns the index the hash is recorded at (an earlier one for a duplicate).
+
+def leaf_hash_at(txn: Txn, dbs: LogDBs, index: int) -> bytes | None:
+    """Return the stored RFC 6962 leaf hash at index (from its level-0 tile record)."""
+    record = txn.get(tile_key(0, index >> 8), db=dbs.tiles)
+    if record is None:
+        return None
+    offset = (index & 0xFF) * 32
+    return bytes(record[offset : offset + 32])
+
+
+def find_leaf_hash(itxn: Txn, txn: Txn, dbs: LogDBs, leaf_hash: bytes) -> int:
+    """Return the index of the first leaf with this hash. Raises NotFound.
+
+    ``itxn`` reads the index env, ``txn`` the log env (to confirm the full hash).
     """
-    if txn.put(leaf_hash, u64(index), db=dbs.hashes, overwrite=False):
-        return index
-    value = txn.get(leaf_hash, db=dbs.hashes)
-    if value is None:
-        raise AssertionError("bad math: a leaf hash both present and absent")
-    return int(_U64.unpack(value)[0])
-
-
-def find_leaf_hash(txn: Txn, dbs: LogDBs, leaf_hash: bytes) -> int:
-    """Return the index of the first leaf with this hash. Raises NotFound."""
-    value = txn.get(leaf_hash, db=dbs.hashes)
-    if value is None:
-        raise NotFound("no entry with that leaf hash")
-    return int(_U64.unpack(value)[0])
+    cursor = itxn.cursor(dbs.hashes)
+    if cursor.set_key(leaf_hash[:8]):
+        for raw in cursor.iternext_dup():
+            index = int(_U64.unpack(raw)[0])
+            if leaf_hash_at(txn, dbs, index) == leaf_hash:
+                return index
+    raise NotFound("no entry with that leaf hash")
 
 
 def get_tile_record(txn: Txn, dbs: LogDBs, tile_level: int, tile_index: int) -> bytes | None:
