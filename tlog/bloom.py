@@ -6,8 +6,8 @@ read per leaf, and that grows with the tree. Instead the writer asks this filter
 first: "no" is certain, and only a "maybe" (about 0.4% of new leaves at 10^7 entries
 with the default 2^27 bits and 4 probes) costs an exact lookup.
 
-Leaf hashes are SHA-256 outputs, so four disjoint 8-byte slices of the hash are four
-independent uniform probes; no further hashing is needed.
+Leaf hashes are SHA-256 outputs, so the low bits of four disjoint 8-byte words of the
+hash are four independent uniform probes; no further hashing is needed.
 """
 
 from __future__ import annotations
@@ -26,15 +26,22 @@ class Bloom:
     def add(self, digest: bytes) -> None:
         """Add a 32-byte hash."""
         bits, mask = self._bits, self._mask
-        for k in range(0, 32, 8):
-            v = int.from_bytes(digest[k : k + 8], "little") & mask
-            bits[v >> 3] |= 1 << (v & 7)
+        v = int.from_bytes(digest, "little")
+        for shift in (0, 64, 128, 192):
+            p = (v >> shift) & mask
+            bits[p >> 3] |= 1 << (p & 7)
+
+    def add_many(self, digests: list[bytes]) -> None:
+        """Add many 32-byte hashes."""
+        for digest in digests:
+            self.add(digest)
 
     def __contains__(self, digest: bytes) -> bool:
         """Return False if the hash was certainly never added, True if it may have been."""
         bits, mask = self._bits, self._mask
-        for k in range(0, 32, 8):
-            v = int.from_bytes(digest[k : k + 8], "little") & mask
-            if not bits[v >> 3] & (1 << (v & 7)):
+        v = int.from_bytes(digest, "little")
+        for shift in (0, 64, 128, 192):
+            p = (v >> shift) & mask
+            if not bits[p >> 3] & (1 << (p & 7)):
                 return False
         return True

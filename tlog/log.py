@@ -236,13 +236,14 @@ class Log:
         self._records: dict[tuple[int, int], bytearray] = {}
         self._pending: dict[tuple[int, int], bytearray] = {}
         self._next: tuple[int, bytes, str] = (self._size, self._root, self._note)
-        # Leaf hashes committed but not yet in the index env (the indexer thread drains it).
-        self._unindexed: dict[bytes, int] = {}
+        # Leaf hashes committed but not yet in the index env, one dict per batch (the
+        # indexer thread drops a batch's dict once that batch is indexed).
+        self._unindexed: dict[int, dict[bytes, int]] = {}
         self._new_hashes: list[bytes] = []
         # Raw logs deduplicate: the filter is filled by the indexer thread at start-up.
         self.dedup = kind == RAW
         self._bloom = Bloom() if self.dedup else None
-        self._bloom_ready = False
+        self._bloom_ready = self._size == 0  # an empty filter is complete for an empty log
         self._catch_up_index()
 
     def _catch_up_index(self) -> None:
@@ -272,6 +273,14 @@ class Log:
                 st.put_leaf_hashes(itxn, self.dbs, pairs)
                 storage.set_hashed_size(itxn, self.log_id, stop)
             done = stop
+
+    def _unindexed_index(self, h: bytes) -> int | None:
+        """Return the index of a committed leaf hash the indexer has not applied yet."""
+        for batch in list(self._unindexed.values()):
+            found = batch.get(h)
+            if found is not None:
+                return found
+        return None
 
     def _stored_hash(self, txn: Any, index: int) -> bytes:
         found = st.leaf_hash_at(txn, self.dbs, index)
@@ -450,110 +459,100 @@ class Log:
                 self.store.storage.set_indexed_size(itxn, self.log_id, size)
         seen: dict[bytes, int] = {}
         bloom = self._bloom
-        readers: list[Any] = []  # an index env read txn, begun on the first exact lookup
-        try:
-            leaves: list[bytes] = []
-            hashes: list[bytes] = []
-            placed: list[_Placed | TlogError] = []
-            for item in items:
-                index = size + len(leaves)
-                version: int | None = None
-                try:
-                    if isinstance(item, Draft) != envelopes:
-                        raise BadRequest(
-                            f"log {self.name} takes "
-                            + ("artifact submissions" if envelopes else "raw leaves")
-                        )
-                    if isinstance(item, Draft):
-                        if item.idempotency_key is not None:
-                            rec = st.get_idempotency(txn, dbs, item.idempotency_key)
-                            if rec is not None:
-                                if rec["digest"] != item.request_digest.hex():
-                                    raise Conflict(
-                                        "this Idempotency-Key was already used for another request"
-                                    )
-                                placed.append(
-                                    _Placed(
-                                        int(rec["index"]), None, True, artifact_id=item.artifact_id
-                                    )
+        leaves: list[bytes] = []
+        hashes: list[bytes] = []
+        placed: list[_Placed | TlogError] = []
+        for item in items:
+            index = size + len(leaves)
+            version: int | None = None
+            try:
+                if isinstance(item, Draft) != envelopes:
+                    raise BadRequest(
+                        f"log {self.name} takes "
+                        + ("artifact submissions" if envelopes else "raw leaves")
+                    )
+                if isinstance(item, Draft):
+                    if item.idempotency_key is not None:
+                        rec = st.get_idempotency(txn, dbs, item.idempotency_key)
+                        if rec is not None:
+                            if rec["digest"] != item.request_digest.hex():
+                                raise Conflict(
+                                    "this Idempotency-Key was already used for another request"
                                 )
-                                continue
-                        latest = st.latest_version(itxn, dbs, item.artifact_id)
-                        version, prev = (latest[0] + 1, latest[1]) if latest else (1, None)
-                        if (
-                            item.expected_version is not None
-                            and item.expected_version != version - 1
-                        ):
-                            raise VersionConflict(
-                                f"artifact {item.artifact_id!r} is at version {version - 1}, "
-                                f"not {item.expected_version}"
+                            placed.append(
+                                _Placed(int(rec["index"]), None, True, artifact_id=item.artifact_id)
                             )
-                        leaf = encode_envelope(item.envelope(version, prev, now_ms))
-                    else:
-                        leaf = item
-                        if len(leaf) > MAX_LEAF_BYTES:
-                            raise LeafTooLarge(
-                                f"leaf is {len(leaf)} bytes; the limit is {MAX_LEAF_BYTES}"
-                            )
-                except TlogError as exc:
-                    placed.append(exc)
-                    continue
-                h = leaf_hash(leaf)
-                if self.dedup:
-                    earlier = seen.get(h)
-                    if earlier is None:
-                        earlier = self._unindexed.get(h)
-                    if earlier is None and (bloom is None or not self._bloom_ready or h in bloom):
-                        if not readers:
-                            readers.append(self.store.storage.ienv.begin(buffers=True))
+                            continue
+                    latest = st.latest_version(itxn, dbs, item.artifact_id)
+                    version, prev = (latest[0] + 1, latest[1]) if latest else (1, None)
+                    if item.expected_version is not None and item.expected_version != version - 1:
+                        raise VersionConflict(
+                            f"artifact {item.artifact_id!r} is at version {version - 1}, "
+                            f"not {item.expected_version}"
+                        )
+                    leaf = encode_envelope(item.envelope(version, prev, now_ms))
+                else:
+                    leaf = item
+                    if len(leaf) > MAX_LEAF_BYTES:
+                        raise LeafTooLarge(
+                            f"leaf is {len(leaf)} bytes; the limit is {MAX_LEAF_BYTES}"
+                        )
+            except TlogError as exc:
+                placed.append(exc)
+                continue
+            h = leaf_hash(leaf)
+            if self.dedup:
+                earlier = seen.get(h)
+                if earlier is None:
+                    earlier = self._unindexed_index(h)
+                if earlier is None and (bloom is None or not self._bloom_ready or h in bloom):
+                    # A fresh snapshot for each lookup: the indexer may have committed
+                    # this hash (and dropped it from _unindexed) a moment ago.
+                    with self.store.storage.read_index() as reader:
                         try:
-                            earlier = st.find_leaf_hash(readers[0], txn, dbs, h)
+                            earlier = st.find_leaf_hash(reader, txn, dbs, h)
                         except NotFound:
                             pass
-                    if earlier is not None:
-                        placed.append(_Placed(earlier, None, True))
-                        continue
-                    seen[h] = index
-                leaves.append(leaf)
-                hashes.append(h)
-                if isinstance(item, Draft):
-                    assert version is not None
-                    placed.append(_Placed(index, leaf, False, version, item.artifact_id, h))
-                    st.put_version(itxn, dbs, item.artifact_id, version, index)
-                    if item.body:
-                        st.put_body(txn, dbs, index, item.body)
-                    if item.idempotency_key is not None:
-                        st.put_idempotency(
-                            txn,
-                            dbs,
-                            item.idempotency_key,
-                            {"digest": item.request_digest.hex(), "index": index},
-                        )
-                else:
-                    placed.append(_Placed(index, leaf, False, leaf_hash=h))
-            if leaves:
-                st.put_leaves(txn, dbs, size, leaves)
-                new_size = append_hashes(lambda lv, ix: self._record(txn, lv, ix), size, hashes)
-                for (tile_level, tile_index), record in self._pending.items():
-                    st.put_tile_record(txn, dbs, tile_level, tile_index, record)
-                builder = ProofBuilder(TxnHashReader(txn, dbs, self._pending))
-                root = builder.root(new_size)
-                if size:
-                    # Never sign a tree that does not extend the last signed one.
-                    verify_consistency(
-                        size, new_size, builder.consistency_proof(size, new_size), self._root, root
+                if earlier is not None:
+                    placed.append(_Placed(earlier, None, True))
+                    continue
+                seen[h] = index
+            leaves.append(leaf)
+            hashes.append(h)
+            if isinstance(item, Draft):
+                assert version is not None
+                placed.append(_Placed(index, leaf, False, version, item.artifact_id, h))
+                st.put_version(itxn, dbs, item.artifact_id, version, index)
+                if item.body:
+                    st.put_body(txn, dbs, index, item.body)
+                if item.idempotency_key is not None:
+                    st.put_idempotency(
+                        txn,
+                        dbs,
+                        item.idempotency_key,
+                        {"digest": item.request_digest.hex(), "index": index},
                     )
-                note = sign_checkpoint(Checkpoint(self.origin, new_size, root), self.signer)
-                st.put_checkpoint(txn, dbs, new_size, note.encode())
-                if envelopes:
-                    self.store.storage.set_indexed_size(itxn, self.log_id, new_size)
-                self._next = (new_size, root, note)
-                self._new_hashes = hashes
-            return placed
-
-        finally:
-            for reader in readers:
-                reader.abort()
+            else:
+                placed.append(_Placed(index, leaf, False, leaf_hash=h))
+        if leaves:
+            st.put_leaves(txn, dbs, size, leaves)
+            new_size = append_hashes(lambda lv, ix: self._record(txn, lv, ix), size, hashes)
+            for (tile_level, tile_index), record in self._pending.items():
+                st.put_tile_record(txn, dbs, tile_level, tile_index, record)
+            builder = ProofBuilder(TxnHashReader(txn, dbs, self._pending))
+            root = builder.root(new_size)
+            if size:
+                # Never sign a tree that does not extend the last signed one.
+                verify_consistency(
+                    size, new_size, builder.consistency_proof(size, new_size), self._root, root
+                )
+            note = sign_checkpoint(Checkpoint(self.origin, new_size, root), self.signer)
+            st.put_checkpoint(txn, dbs, new_size, note.encode())
+            if envelopes:
+                self.store.storage.set_indexed_size(itxn, self.log_id, new_size)
+            self._next = (new_size, root, note)
+            self._new_hashes = hashes
+        return placed
 
     def _reload(self, txn: Any) -> None:
         """Adopt the stored state: another process (e.g. the tlog CLI) appended to this log.
@@ -586,8 +585,9 @@ class Log:
         hand the new leaf hashes to the indexer thread."""
         if self._pending:
             first = self._size
-            for offset, h in enumerate(self._new_hashes):
-                self._unindexed.setdefault(h, first + offset)
+            self._unindexed[first] = dict(
+                zip(self._new_hashes, range(first, self._next[0]), strict=True)
+            )
             self.store._index_later(self, first, self._new_hashes)
             self._new_hashes = []
             self._size, self._root, self._note = self._next
@@ -653,7 +653,7 @@ class Log:
 
     def index_of(self, leaf_hash_: bytes) -> int:
         """Return the index of the first leaf with this RFC 6962 leaf hash. Raises NotFound."""
-        index = self._unindexed.get(leaf_hash_)
+        index = self._unindexed_index(leaf_hash_)
         if index is None:
             with self.store.storage.read_index() as itxn, self.store.storage.read() as txn:
                 index = st.find_leaf_hash(itxn, txn, self.dbs, leaf_hash_)
@@ -932,12 +932,9 @@ class Store:
                 _log.exception("indexer: index transaction failed")
             else:
                 for log, first, hashes in batches:
-                    bloom = log._bloom
-                    for i, h in enumerate(hashes):
-                        if bloom is not None:
-                            bloom.add(h)
-                        if log._unindexed.get(h) == first + i:
-                            del log._unindexed[h]
+                    if log._bloom is not None:
+                        log._bloom.add_many(hashes)
+                    log._unindexed.pop(first, None)
             for event in markers:
                 event.set()
 
