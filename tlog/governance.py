@@ -345,7 +345,7 @@ class Governance:
             (p,) = placed
             if isinstance(p, TlogError):
                 raise p
-            new = {"state": state, "reason": reason, "incident_index": p.index, "since": now}
+            new = {"state": state, "reason": reason, "incident_index": p.at, "since": now}
             holder.update(new)
             self.store.storage.put_meta(wtxn.main, _STATE_KEY, json.dumps(new).encode())
 

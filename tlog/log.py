@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tlog import storage as st
 from tlog.bloom import Bloom
@@ -161,11 +161,12 @@ Item = bytes | Draft
 Outcome = Appended | TlogError
 
 
-@dataclass(frozen=True)
-class _Placed:
-    """Where the writer put one item (before the batch is committed)."""
+class _Placed(NamedTuple):
+    """Where the writer put one item (before the batch is committed). A named tuple:
+    one is made per leaf on the hot path, and tuples are cheap to build."""
 
-    index: int
+    at: int
+    """The index in the log."""
     leaf: bytes | None
     replayed: bool
     version: int | None = None
@@ -178,12 +179,15 @@ class _Job:
     log: Log
     items: Sequence[Item]
     proofs: bool
-    deliver: Callable[[list[Outcome] | TlogError], None]
+    deliver: Callable[[Any], None]
     nbytes: int = 0
     # Runs inside the batch's write transaction after every log is integrated, with this
     # job's placements; raising a TlogError aborts the whole batch. Such a job is batched
     # alone, so its failure cannot take other writers' entries with it.
     pre_commit: Callable[[st.WriteTxn, list[_Placed | TlogError]], None] | None = None
+    # Deliver the placements themselves (index, no proof, no Appended objects): the fast
+    # path of append_many, which only returns indexes.
+    brief: bool = False
 
 
 AuditHook = Callable[[str, int, int, bytes, Sequence[str]], bytes]
@@ -406,17 +410,23 @@ class Log:
         for i, leaf in enumerate(leaves):
             if len(leaf) > MAX_LEAF_BYTES:
                 raise LeafTooLarge(f"leaf {i} is {len(leaf)} bytes; the limit is {MAX_LEAF_BYTES}")
-        outcomes = self.write_sync(leaves, timeout=timeout)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def deliver(result: Any) -> None:
+            if isinstance(result, TlogError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        job = _Job(self, leaves, False, deliver, sum(map(len, leaves)), brief=True)
+        self.store._enqueue(job)
+        placed, size, note = future.result(timeout)
         indexes: list[int] = []
-        for outcome in outcomes:
-            if isinstance(outcome, TlogError):
-                raise outcome
-            indexes.append(outcome.index)
-        if not outcomes:
-            return Batch([], self._size, self._note)
-        last = outcomes[-1]
-        assert isinstance(last, Appended)
-        return Batch(indexes, last.size, last.checkpoint)
+        for p in placed:
+            if isinstance(p, TlogError):
+                raise p
+            indexes.append(p.at)
+        return Batch(indexes, size, note)
 
     # -- integration (writer thread only) --------------------------------------------
 
@@ -617,7 +627,7 @@ class Log:
             if isinstance(p, TlogError):
                 out.append(p)
                 continue
-            leaf = p.leaf if p.leaf is not None else st.get_leaf(txn, self.dbs, p.index)
+            leaf = p.leaf if p.leaf is not None else st.get_leaf(txn, self.dbs, p.at)
             version, artifact_id = p.version, p.artifact_id
             if p.replayed and artifact_id is not None:
                 # An earlier entry answers this item: report that entry's own facts.
@@ -625,12 +635,12 @@ class Log:
                 version, artifact_id = stored.version, stored.artifact_id
             out.append(
                 Appended(
-                    index=p.index,
+                    index=p.at,
                     size=size,
                     leaf=leaf,
                     leaf_hash=p.leaf_hash or leaf_hash(leaf),
                     checkpoint=note,
-                    proof=tuple(builder.inclusion_proof(p.index, size)) if builder else (),
+                    proof=tuple(builder.inclusion_proof(p.at, size)) if builder else (),
                     version=version,
                     artifact_id=artifact_id,
                     replayed=p.replayed,
@@ -1064,6 +1074,9 @@ class Store:
                 if any(job.proofs for job in by_log.get(log.name, [])) and log.size:
                     builder = ProofBuilder(TxnHashReader(rtxn, log.dbs, log._records))
                 for job in by_log.get(log.name, []):
+                    if job.brief:
+                        job.deliver((raw[id(job)], log.size, log._note))
+                        continue
                     try:
                         results = log._outcomes(raw[id(job)], builder if job.proofs else None, rtxn)
                     except TlogError as exc:
