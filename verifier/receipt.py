@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import binascii
 import re
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -64,6 +65,16 @@ _INDEX = re.compile(r"index (0|[1-9][0-9]{0,19})")
 # Canonical standard base64 of exactly 32 bytes: 43 characters carry 258 bits, so the
 # last one must leave its 2 low bits zero, then one '=' (RFC 4648 §3.5, §4).
 _HASH_LINE = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
+_HEADER_LINE = RECEIPT_HEADER + "\n"
+_MAX_HASH_BLOCK_CHARS = 45 * MAX_PROOF_HASHES - 1  # 44 characters and a newline each
+# Canonical base64 hash lines joined by newlines (the fast path of parse_receipt).
+_HASH_BLOCK = re.compile(
+    r"(?:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=\n)*[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]="
+)
+_PAD_AS_ZERO_BITS = bytes.maketrans(b"=", b"A")
+_RECORDS = [struct.Struct(f">{f'{HASH_SIZE}sx' * n}") for n in range(MAX_PROOF_HASHES + 1)]
+_ONLY_BYTES = frozenset({bytes})
+_ONLY_HASH_SIZE = frozenset({HASH_SIZE})
 
 
 @dataclass(frozen=True)
@@ -91,9 +102,11 @@ class Receipt:
             raise MalformedReceipt(
                 f"receipt has {len(self.proof)} proof hashes, more than {MAX_PROOF_HASHES}"
             )
-        for i, node in enumerate(self.proof):
-            if not isinstance(node, bytes) or len(node) != HASH_SIZE:
-                raise MalformedReceipt(f"receipt proof hash {i} is not {HASH_SIZE} bytes")
+        proof = self.proof
+        if not (set(map(type, proof)) <= _ONLY_BYTES and set(map(len, proof)) <= _ONLY_HASH_SIZE):
+            for i, node in enumerate(proof):
+                if not isinstance(node, bytes) or len(node) != HASH_SIZE:
+                    raise MalformedReceipt(f"receipt proof hash {i} is not {HASH_SIZE} bytes")
         if (
             not isinstance(self.checkpoint, str)
             or not self.checkpoint.endswith("\n")
@@ -105,6 +118,18 @@ class Receipt:
             )
         if self.extra is not None and not isinstance(self.extra, bytes):
             raise MalformedReceipt(f"receipt extra must be bytes or None, not {self.extra!r}")
+
+    @classmethod
+    def _checked_by_parser(
+        cls, index: int, proof: tuple[bytes, ...], checkpoint: str, extra: bytes | None
+    ) -> Receipt:
+        """Return a Receipt of fields that :func:`parse_receipt` has already checked as
+        ``__post_init__`` would (index in range, at most MAX_PROOF_HASHES hashes of 32
+        bytes, checkpoint text starting with a line and ending in a newline, bytes
+        or None extra), without checking them again: the parser's fast path."""
+        receipt = object.__new__(cls)
+        receipt.__dict__.update(index=index, proof=proof, checkpoint=checkpoint, extra=extra)
+        return receipt
 
 
 @dataclass(frozen=True)
@@ -139,6 +164,50 @@ def parse_receipt(text: bytes | str) -> Receipt:
     of one canonical base64 32-byte hash each; a blank line; the checkpoint verbatim
     (checked only when verified). Raises MalformedReceipt otherwise.
     """
+    # Fast path for well-formed receipts (verifying thousands a second is a use case):
+    # positions instead of a list of lines, one check and one decode for all the hashes.
+    # Anything it does not accept goes to _parse_receipt_checked, which accepts the
+    # same language and names the problem, so the two can never disagree on an error.
+    if type(text) is bytes:
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return _parse_receipt_checked(text)
+    if type(text) is str and text.startswith(_HEADER_LINE):
+        pos = len(_HEADER_LINE)
+        extra = None
+        if text.startswith("extra ", pos):
+            end = text.find("\n", pos)
+            extra = _b64decode_canonical(text[pos + len("extra ") : end]) if end > 0 else None
+            if extra is None:
+                return _parse_receipt_checked(text)
+            pos = end + 1
+        end = text.find("\n", pos)
+        match = _INDEX.fullmatch(text, pos, end) if end > 0 else None
+        if match is not None:
+            # The first blank line ends the head: right after the index line if the
+            # proof is empty, else right after the hash lines. No earlier line can be
+            # blank (each was found by its own newline).
+            if text.startswith("\n", end + 1):
+                proof: tuple[bytes, ...] | None = ()
+                blank = end
+            else:
+                proof, blank = _decode_hash_block(text, end + 1)
+            checkpoint = text[blank + 2 :]
+            index = int(match.group(1))
+            if (
+                proof is not None
+                and index <= MAX_TREE_SIZE
+                and checkpoint.endswith("\n")
+                and not checkpoint.startswith("\n")
+            ):
+                return Receipt._checked_by_parser(index, proof, checkpoint, extra)
+    return _parse_receipt_checked(text)
+
+
+def _parse_receipt_checked(text: bytes | str) -> Receipt:
+    """Return what :func:`parse_receipt` returns, checking line by line; raise
+    MalformedReceipt naming the first line that is wrong."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -183,6 +252,28 @@ def parse_receipt(text: bytes | str) -> Receipt:
     return Receipt(index, tuple(proof), checkpoint, extra)
 
 
+def _decode_hash_block(text: str, start: int) -> tuple[tuple[bytes, ...] | None, int]:
+    """Return the 32-byte hashes of the lines of canonical base64 that start at
+    ``text[start]`` and end at a blank line, and the position of that blank line;
+    (None, -1) if there is no such block of at most MAX_PROOF_HASHES lines.
+
+    One regular expression finds and checks every line (:data:`_HASH_LINE`,
+    repeated) and one base64 call decodes them all. A line is 43 characters and
+    ``=``; the expression has checked that the 43rd character leaves its 2 low bits
+    zero, so with the ``=`` read as ``A`` (six zero bits) and the newlines dropped,
+    each line is 11 whole base64 quanta decoding to its hash and one zero byte
+    (RFC 4648 §4). The 33-byte records are then cut apart by one ``struct`` call.
+    """
+    block = _HASH_BLOCK.match(text, start)
+    if block is None:
+        return None, -1
+    stop = block.end()
+    if stop - start > _MAX_HASH_BLOCK_CHARS or not text.startswith("\n\n", stop):
+        return None, -1
+    raw = binascii.a2b_base64(text[start:stop].encode("ascii").translate(_PAD_AS_ZERO_BITS, b"\n"))
+    return _RECORDS[len(raw) // (HASH_SIZE + 1)].unpack(raw), stop
+
+
 class CheckpointCache:
     """A bounded, thread-safe memo of checkpoints that already verified.
 
@@ -201,6 +292,10 @@ class CheckpointCache:
             tuple[Checkpoint, tuple[str, ...]],
         ] = OrderedDict()
         self._lock = threading.Lock()
+        # The last key list seen and its frozenset, as ONE tuple so that threads can
+        # never pair one list with another's set: most callers pass the same keys on
+        # every call, and hashing them each time costs more than the lookup.
+        self._last_keys: tuple[tuple[VerifierKey, ...], frozenset[VerifierKey]] = ((), frozenset())
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -217,7 +312,14 @@ class CheckpointCache:
 
         Same checks and errors as :func:`verifier.checkpoint.open_checkpoint`.
         """
-        cache_key = (data, frozenset(keys), origin)
+        keys_tuple = tuple(keys)
+        last = self._last_keys
+        if last[0] == keys_tuple:
+            key_set = last[1]
+        else:
+            key_set = frozenset(keys_tuple)
+            self._last_keys = (keys_tuple, key_set)
+        cache_key = (data, key_set, origin)
         with self._lock:
             hit = self._entries.get(cache_key)
             if hit is not None:
@@ -275,4 +377,16 @@ def verify_receipt(
         signed_by = tuple(key.name for key in note.verified_by)
     hashed = leaf_hash(leaf)
     verify_inclusion(r.index, cp.size, hashed, r.proof, cp.root)
-    return VerifiedReceipt(cp.origin, cp.size, cp.root, r.index, leaf, hashed, signed_by)
+    # Every field comes from a checked Receipt or Checkpoint, so skip the frozen
+    # dataclass's per-field __init__ (this is on the hot path of bulk verification).
+    verified = object.__new__(VerifiedReceipt)
+    verified.__dict__.update(
+        origin=cp.origin,
+        size=cp.size,
+        root=cp.root,
+        index=r.index,
+        leaf=leaf,
+        leaf_hash=hashed,
+        signed_by=signed_by,
+    )
+    return verified

@@ -154,3 +154,78 @@ def test_readme_try_it_snippet(server: Server, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "bucket.example/logs/gurukul" in result.stdout
     assert (tmp_path / "entry.tlog-proof").read_text().startswith("c2sp.org/tlog-proof@v1\n")
+
+
+def _verify_cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = os.environ | ({"TLOG_TOKEN": token} if token else {})
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "tlog-verify"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_auditor_checks_the_live_log_then_catches_a_rewritten_leaf(
+    server: Server, tmp_path: Path
+) -> None:
+    """tlog-verify audits the live log over HTTP, verifies a receipt online, and then
+    catches one leaf rewritten directly in LMDB behind the server's back; a --state file
+    from the honest run catches the rewrite too."""
+    product = "ai-avatar"
+    auth = {"Authorization": f"Bearer {server.keys[product]}"}
+    prefix = f"{server.url}/logs/{product}"
+    receipts = []
+    with httpx.Client(base_url=prefix, headers=auth) as client:
+        for i in range(300):  # more than one full tile and bundle
+            r = client.post(
+                "/entries",
+                json={
+                    "artifact_type": "render",
+                    "metadata": {"avatar": f"a{i}", "request_id": str(i)},
+                },
+            )
+            assert r.status_code == 201, r.text
+            receipts.append(r.json())
+    vkey = server.vkeys[product]
+    state = tmp_path / "state.json"
+    clean = _verify_cli(
+        "log", prefix, "--vkey", vkey, "--state", str(state), token=server.keys[product]
+    )
+    assert clean.returncode == 0, clean.stderr
+    assert state.exists()
+    receipt_file = tmp_path / "r.tlog-proof"
+    receipt_file.write_text(receipts[3]["receipt"])
+    online = _verify_cli(
+        "receipt", str(receipt_file), "--vkey", vkey, "--log", prefix, token=server.keys[product]
+    )
+    assert online.returncode == 0, online.stderr
+    assert "300" in online.stdout  # still contained in today's tree
+
+    # Rewrite leaf 7 of this log directly in LMDB (a second process may open the env).
+    import json as _json
+
+    import lmdb
+
+    env = lmdb.open(str(server.data / "lmdb"), max_dbs=4096, subdir=True)
+    try:
+        meta = env.open_db(b"meta")
+        with env.begin(db=meta) as txn:
+            log_id = _json.loads(txn.get(f"log/{product}".encode()))["id"]
+        leaves = env.open_db(f"{log_id}/leaves".encode())
+        with env.begin(write=True, db=leaves) as txn:
+            key = (7).to_bytes(8, "big")
+            leaf = bytearray(txn.get(key))
+            leaf[-1] ^= 0x01
+            txn.put(key, bytes(leaf))
+    finally:
+        env.close()
+    caught = _verify_cli("log", prefix, "--vkey", vkey, token=server.keys[product])
+    assert caught.returncode == 1
+    assert len(caught.stderr.strip().splitlines()) == 1
+    assert "7" in caught.stderr
+    again = _verify_cli(
+        "log", prefix, "--vkey", vkey, "--state", str(state), token=server.keys[product]
+    )
+    assert again.returncode == 1
