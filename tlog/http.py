@@ -66,6 +66,7 @@ from tlog.log import ENVELOPE, Appended, Draft, Log
 from tlog.metrics import CONTENT_TYPE, Metrics
 from tlog.service import Service
 from verifier.errors import MalformedTile
+from verifier.hashing import leaf_hash
 from verifier.tiles import TILE_WIDTH, parse_tile_path
 
 __all__ = ["create_app"]
@@ -531,8 +532,6 @@ class _Api:
         """GET /logs/{product}/entries/{index}: leaf bytes and the decoded envelope."""
         index = _path_int(request, "index")
         leaf = log.entry(index)
-        from verifier.hashing import leaf_hash
-
         return JSONResponse(
             {
                 "index": index,
@@ -716,10 +715,6 @@ class _Api:
         """GET /healthz: liveness."""
         return JSONResponse({"status": "ok"})
 
-    async def refuse_mutation(self, request: Request) -> Response:
-        """PUT, PATCH, DELETE anywhere: 405, the store is append-only (see create_app)."""
-        return _method_not_allowed()
-
 
 def _receipt_json(a: Appended) -> dict[str, Any]:
     return {
@@ -827,7 +822,6 @@ def create_app(
         Route("/governance/threats", api.threats, methods=["GET"]),
         Route("/governance/state", api.governance_state, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
-        Route("/{anything:path}", api.refuse_mutation, methods=mutating),
     ]
 
     async def on_error(request: Request, exc: Exception) -> Response:
@@ -849,7 +843,7 @@ def create_app(
         await api.record_refusal(request, HTTPException(405), 405, "append_only")
         return response
 
-    routes[-1] = Route("/{anything:path}", refuse_mutation, methods=mutating)
+    routes.append(Route("/{anything:path}", refuse_mutation, methods=mutating))
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         TlogError: on_error,
         HTTPException: on_error,
