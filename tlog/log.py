@@ -246,7 +246,11 @@ class Log:
         self._new_hashes: list[bytes] = []
         # Raw logs deduplicate: the filter is filled by the indexer thread at start-up.
         self.dedup = kind == RAW
+        # The writer thread alone adds to _bloom (every committed hash, at commit); the
+        # indexer builds the filter of the hashes stored before start-up in _bloom_base,
+        # which the writer merges in. Until then "not in the filter" proves nothing.
         self._bloom = Bloom() if self.dedup else None
+        self._bloom_base: Bloom | None = None
         self._bloom_ready = self._size == 0  # an empty filter is complete for an empty log
         self._catch_up_index()
 
@@ -299,10 +303,11 @@ class Log:
             st.put_version(itxn, self.dbs, env.artifact_id, env.version, index)
 
     def _build_bloom(self) -> None:
-        """Fill the dedup filter from the stored tiles (indexer thread, at start-up)."""
-        bloom = self._bloom
-        if bloom is None:
+        """Build the filter of the hashes stored at start-up (indexer thread); the writer
+        merges it into the live filter at its next batch."""
+        if self._bloom is None or self._bloom_ready:
             return
+        base = Bloom()
         size = self._size
         with self.store.storage.read() as txn:
             for tile in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
@@ -311,8 +316,8 @@ class Log:
                     raise StorageError(f"log {self.name}: tile record 0/{tile} is missing")
                 width = min(TILE_WIDTH, size - tile * TILE_WIDTH)
                 for i in range(width):
-                    bloom.add(record[32 * i : 32 * i + 32])
-        self._bloom_ready = True
+                    base.add(record[32 * i : 32 * i + 32])
+        self._bloom_base = base
 
     # -- state ----------------------------------------------------------------------
 
@@ -469,6 +474,10 @@ class Log:
                 self.store.storage.set_indexed_size(itxn, self.log_id, size)
         seen: dict[bytes, int] = {}
         bloom = self._bloom
+        if bloom is not None and self._bloom_base is not None:
+            bloom.merge(self._bloom_base)
+            self._bloom_base = None
+            self._bloom_ready = True
         leaves: list[bytes] = []
         hashes: list[bytes] = []
         placed: list[_Placed | TlogError] = []
@@ -513,9 +522,10 @@ class Log:
             h = leaf_hash(leaf)
             if self.dedup:
                 earlier = seen.get(h)
-                if earlier is None:
+                maybe = bloom is None or not self._bloom_ready or h in bloom
+                if earlier is None and maybe:
                     earlier = self._unindexed_index(h)
-                if earlier is None and (bloom is None or not self._bloom_ready or h in bloom):
+                if earlier is None and maybe:
                     # A fresh snapshot for each lookup: the indexer may have committed
                     # this hash (and dropped it from _unindexed) a moment ago.
                     with self.store.storage.read_index() as reader:
@@ -595,6 +605,8 @@ class Log:
         hand the new leaf hashes to the indexer thread."""
         if self._pending:
             first = self._size
+            if self._bloom is not None:
+                self._bloom.add_many(self._new_hashes)
             self._unindexed[first] = dict(
                 zip(self._new_hashes, range(first, self._next[0]), strict=True)
             )
@@ -902,11 +914,11 @@ class Store:
     def _run_indexer(self) -> None:
         """Keep the leaf-hash index up to date off the commit path.
 
-        At start-up it fills each raw log's dedup filter from the tiles (until then the
-        writer looks every new leaf up exactly). Then it applies committed batches in
-        sorted groups, one unsynced index transaction per group; only after that commit
-        are the hashes added to the filter and dropped from the log's ``_unindexed`` map,
-        so a hash is always findable in one of the three.
+        At start-up it builds each raw log's filter of the hashes stored so far (until the
+        writer merges it, the writer looks every new leaf up exactly). Then it applies
+        committed batches, a few at a time, one unsynced index transaction each; only
+        after that commit does it drop them from the log's ``_unindexed`` map, so a
+        committed hash is always findable in one of the two.
         """
         for log in list(self.logs.values()):
             try:
@@ -919,7 +931,7 @@ class Store:
             if job is None:
                 break
             jobs: list[tuple[Log, int, list[bytes]] | threading.Event] = [job]
-            while len(jobs) < 256:
+            while len(jobs) < 4:  # small transactions: fewer copied pages, flat file
                 try:
                     nxt = self._index_queue.get_nowait()
                 except queue.Empty:
@@ -941,9 +953,7 @@ class Store:
                 # The hashes stay in _unindexed (still found); the next open catches up.
                 _log.exception("indexer: index transaction failed")
             else:
-                for log, first, hashes in batches:
-                    if log._bloom is not None:
-                        log._bloom.add_many(hashes)
+                for log, first, _ in batches:
                     log._unindexed.pop(first, None)
             for event in markers:
                 event.set()
