@@ -736,20 +736,28 @@ def test_dir_source_refuses_paths_outside_the_log() -> None:
 # --- the documentation's example runs ------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("doc_file", "heading"),
+    [("docs/auditing.md", "## Python API"), ("README.md", "## For auditors")],
+)
 def test_docs_python_example_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    doc_file: str,
+    heading: str,
 ) -> None:
-    """The ``## Python API`` snippet of docs/auditing.md, run against Tessera's log
+    """The Python snippet of docs/auditing.md and of the README, run against Tessera's log
     served over HTTP (with its URL in place of the example's)."""
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "auditing.md").read_text()
-    section = doc.split("## Python API", 1)[1]
+    doc = (Path(__file__).resolve().parents[2] / doc_file).read_text()
+    section = doc.split(heading, 1)[1]
     snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "gurukul.vkey").write_text(TESSERA["vkey"] + "\n")
     (tmp_path / "entry.tlog-proof").write_text(tessera_receipt(4, 7))
     monkeypatch.chdir(tmp_path)
     with serve(tessera_files(), routes=proof_route(7, 15)) as (url, _):
         code = snippet.replace("https://bucket.example/logs/gurukul", url)
-        exec(compile(code, "docs/auditing.md", "exec"), {})
+        exec(compile(code, doc_file, "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert out[:2] == ["entry 4 of the tree of size 7", "still in the log at size 15"]
     assert out[2].startswith("15 entries verified; root ")
