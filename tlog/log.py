@@ -75,6 +75,9 @@ MAX_BATCH_ITEMS = 4096
 MAX_BATCH_BYTES = 64 << 20
 """... or at this many leaf and body bytes."""
 
+MAX_INDEX_BACKLOG = 32
+"""Committed batches the indexer may lag behind before the writer waits for it."""
+
 _EMPTY_SHA256 = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 
 
@@ -1069,6 +1072,11 @@ class Store:
         sizes_before = {log.name: log.size for log in touched}
         for log in touched:
             log._commit()
+        if self._index_queue.qsize() > MAX_INDEX_BACKLOG:
+            # Back-pressure: the indexer competes with this thread for the GIL and can
+            # fall behind under sustained load; waiting here bounds the memory of the
+            # hashes it has not applied yet.
+            self._index_queue_drain()
         if self.on_batch is not None:
             try:
                 self.on_batch(
