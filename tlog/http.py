@@ -619,40 +619,17 @@ class _Api:
             },
         )
 
-    async def tile(self, request: Request) -> Response:
-        """GET /logs/{product}/tile/...: C2SP tlog-tiles hash tiles and entry bundles."""
-        log = self._read(request, public_ok=True)
-        return await self._timed(self._tile, request, log)
+    def timed(
+        self, fn: Callable[[Request, Log], Response], *, public_ok: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Return an endpoint that authorises a read, then runs ``fn`` under the deadline."""
 
-    async def entry(self, request: Request) -> Response:
-        """GET /logs/{product}/entries/{index}: leaf bytes and the decoded envelope."""
-        log = self._read(request)
-        return await self._timed(self._entry, request, log)
+        async def endpoint(request: Request) -> Response:
+            log = self._read(request, public_ok=public_ok)
+            return await self._timed(fn, request, log)
 
-    async def inclusion(self, request: Request) -> Response:
-        """GET /logs/{product}/proof/inclusion?index=I&size=N (or leaf_hash=H&size=N)."""
-        log = self._read(request)
-        return await self._timed(self._inclusion, request, log)
-
-    async def consistency(self, request: Request) -> Response:
-        """GET /logs/{product}/proof/consistency?old=M&new=N."""
-        log = self._read(request)
-        return await self._timed(self._consistency, request, log)
-
-    async def receipt(self, request: Request) -> Response:
-        """GET /logs/{product}/receipts/{index}?size=N: a C2SP tlog-proof receipt."""
-        log = self._read(request)
-        return await self._timed(self._receipt, request, log)
-
-    async def artifact(self, request: Request) -> Response:
-        """GET /logs/{product}/artifacts/{artifact_id}: every version with its index."""
-        log = self._read(request)
-        return await self._timed(self._artifact, request, log)
-
-    async def artifact_body(self, request: Request) -> Response:
-        """GET /logs/{product}/artifacts/{artifact_id}/body[?version=V]: the body bytes."""
-        log = self._read(request)
-        return await self._timed(self._artifact_body, request, log)
+        endpoint.__doc__ = fn.__doc__
+        return endpoint
 
     async def _timed(
         self, fn: Callable[[Request, Log], Response], request: Request, log: Log
@@ -810,15 +787,19 @@ def create_app(
     routes = [
         Route(f"{p}/entries", api.submit, methods=["POST"]),
         Route(f"{p}/entries/batch", api.submit_batch, methods=["POST"]),
-        Route(f"{p}/entries/{{index}}", api.entry, methods=["GET"]),
+        Route(f"{p}/entries/{{index}}", api.timed(api._entry), methods=["GET"]),
         Route(f"{p}/checkpoint", api.checkpoint, methods=["GET"]),
         Route(f"{p}/key", api.key, methods=["GET"]),
-        Route(f"{p}/tile/{{path:path}}", api.tile, methods=["GET"]),
-        Route(f"{p}/proof/inclusion", api.inclusion, methods=["GET"]),
-        Route(f"{p}/proof/consistency", api.consistency, methods=["GET"]),
-        Route(f"{p}/receipts/{{index}}", api.receipt, methods=["GET"]),
-        Route(f"{p}/artifacts/{{artifact_id:path}}/body", api.artifact_body, methods=["GET"]),
-        Route(f"{p}/artifacts/{{artifact_id:path}}", api.artifact, methods=["GET"]),
+        Route(f"{p}/tile/{{path:path}}", api.timed(api._tile, public_ok=True), methods=["GET"]),
+        Route(f"{p}/proof/inclusion", api.timed(api._inclusion), methods=["GET"]),
+        Route(f"{p}/proof/consistency", api.timed(api._consistency), methods=["GET"]),
+        Route(f"{p}/receipts/{{index}}", api.timed(api._receipt), methods=["GET"]),
+        Route(
+            f"{p}/artifacts/{{artifact_id:path}}/body",
+            api.timed(api._artifact_body),
+            methods=["GET"],
+        ),
+        Route(f"{p}/artifacts/{{artifact_id:path}}", api.timed(api._artifact), methods=["GET"]),
         Route("/metrics", api.metrics_text, methods=["GET"]),
         Route("/metrics/scale-status", api.scale_status, methods=["GET"]),
         Route("/governance/threats", api.threats, methods=["GET"]),
