@@ -1,0 +1,1111 @@
+"""Benchmark the HTTP service (``tlog serve``) over loopback, next to a bare peer.
+
+Starts ``tlog serve`` on 127.0.0.1 on a free port with a fresh temporary data
+directory (so it initialises the demo and prints one API key per product, read
+here from its stdout), and ``bench/bare_app.py`` (the bare peer: Starlette on
+uvicorn with the same settings, a POST that only appends the body to LMDB through a
+group-commit writer thread with fsync, and a constant GET). Both are always
+stopped and the data removed at exit, also on an error, Ctrl-C or SIGTERM.
+
+The load comes from ``wrk`` (with a generated Lua script) if it is on PATH, else
+from the built-in generator: asyncio (uvloop) protocols speaking HTTP/1.1
+keep-alive, one request in flight per connection, requests prepared in advance.
+64 connections throughout. Figures, one JSON object per line on stdout::
+
+    http_submit_single            POST /logs/gurukul/entries, closed loop (requests/s)
+    http_submit_single_p50/_p99   its latency (ms)
+    http_submit_batch100          POST .../entries/batch of 100 entries (entries/s)
+    http_read_checkpoint          GET .../checkpoint (requests/s)
+    http_read_tile                GET .../tile/0/000, a full tile of 256 hashes (requests/s)
+    http_read_inclusion           GET .../proof/inclusion?index=I&size=N, random I (req/s)
+    http_submit_open_<P>pct_p50/_p99
+                                  open loop: submissions sent at a fixed rate, P% of the
+                                  measured peak, time from the scheduled send to the
+                                  receipt (ms; queueing in the client counts)
+    bare_submit                   the bare peer's POST (requests/s)
+    bare_get                      the bare peer's constant GET (requests/s)
+    http_submit_vs_bare           http_submit_single / bare_submit, paired runs (ratio)
+    http_checkpoint_vs_bare_get   http_read_checkpoint / bare_get, ratio of medians
+
+``value`` is the median of the runs (at least 5; ``--quick`` does 3 runs of 3 s and
+says so in ``params``). Only 2xx answers count in rates and latencies; anything else
+is listed in ``params.errors``. ``params`` also carry the CPU used during the measured
+window, in cores, since the generator shares the machine's cores with the server: the
+load generator's (``client_cpu_cores``), the server's (``server_cpu_cores``), the
+rest of the machine's (``other_cpu_cores``: other processes, interrupts) and the
+rate per fully used server core (``per_server_core_s``), which other load on the
+machine disturbs far less than the rate itself. ``machine.background_cpu_cores`` is
+the load measured for 2 s before the servers start; ``params.revision`` the commit.
+
+    .venv/bin/python bench/http.py --quick      # ~2-3 minutes
+    .venv/bin/python bench/http.py              # ~10 minutes
+    .venv/bin/python bench/http.py --profile /tmp/prof.txt   # + py-spy of the server
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+# This file is called http.py: keep its directory off the front of sys.path, or it would
+# shadow the standard library's http package (asyncio and uvicorn import it).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
+from _common import (  # noqa: E402
+    emit,
+    figure,
+    machine,
+    machine_line,
+    percentile,
+    progress,
+    temp_dir,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+CONNECTIONS = 64
+PRODUCT = "gurukul"
+BODY_BYTES = 200
+BATCH = 100
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+PY_SPY_RECORD = ("record", "-f", "raw", "-r", "200", "--gil", "-o")
+
+# The issue's floors (2-core machine, 64 connections).
+FLOOR_SUBMIT_RPS = 3_000
+FLOOR_SUBMIT_P99_MS = 100.0
+FLOOR_BATCH_EPS = 50_000
+FLOOR_READ_RPS = 4_000
+
+
+@dataclass(frozen=True)
+class Mode:
+    runs: int
+    duration: float  # seconds measured per run
+    warmup: float  # seconds of load before each measured window (not counted)
+    quick: bool
+
+
+QUICK = Mode(runs=3, duration=3.0, warmup=0.5, quick=True)
+FULL = Mode(runs=5, duration=10.0, warmup=1.0, quick=False)
+
+
+# -- servers --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if this process dies (even by SIGKILL)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Server:
+    """A server process on 127.0.0.1:port, its output in files under a directory."""
+
+    def __init__(self, name: str, argv: list[str], port: int, logs: Path) -> None:
+        self.name = name
+        self.port = port
+        self.out = logs / f"{name}.stdout"
+        self.err = logs / f"{name}.stderr"
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,  # Ctrl-C reaches us; we stop it in order
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the port accepts connections. Raises RuntimeError if it dies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not listen on port {self.port}: {self.tail()}")
+
+    def tail(self) -> str:
+        try:
+            return self.err.read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def cpu_seconds(self) -> float:
+        """Return user + system CPU seconds of the process so far (all its threads)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def stop(self) -> None:
+        """Stop it: SIGTERM, then SIGKILL after 10 s."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextlib.contextmanager
+def running(name: str, argv: list[str], port: int, logs: Path) -> Iterator[Server]:
+    server = Server(name, argv, port, logs)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+_KEY_LINE = re.compile(r"^  ([a-z0-9][a-z0-9-]*): (bk_\S+)$", re.M)
+
+
+def demo_keys(server: Server, timeout: float = 10.0) -> dict[str, str]:
+    """Return {product: API key} from the demo keys tlog serve printed on first start."""
+    deadline = time.monotonic() + timeout
+    while True:
+        keys = dict(_KEY_LINE.findall(server.out.read_text(errors="replace")))
+        if PRODUCT in keys or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if PRODUCT not in keys:
+        raise RuntimeError(f"no {PRODUCT} key in tlog serve's output: {server.out.read_text()}")
+    return keys
+
+
+def machine_cpu_seconds() -> float:
+    """Return the busy CPU seconds of the whole machine so far (all cores, /proc/stat)."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in first[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / CLK_TCK
+
+
+def background_cpu(seconds: float = 2.0) -> float:
+    """Return the cores the machine is busy with before the benchmark starts."""
+    t0, c0 = time.perf_counter(), machine_cpu_seconds()
+    time.sleep(seconds)
+    return (machine_cpu_seconds() - c0) / (time.perf_counter() - t0)
+
+
+def revision() -> str:
+    """Return the git commit of the code under test, noting uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "tlog", "verifier"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head or 'unknown'}{' + uncommitted changes in tlog/verifier' if dirty else ''}"
+
+
+def self_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def children_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+# -- requests -------------------------------------------------------------------------
+
+
+def http_request(
+    method: str, path: str, port: int, key: str | None, body: bytes | None = None
+) -> bytes:
+    """Return the bytes of one HTTP/1.1 keep-alive request."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}"]
+    if key is not None:
+        lines.append(f"Authorization: Bearer {key}")
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+
+def submission(rnd: random.Random, i: int) -> dict[str, Any]:
+    """One gurukul lesson: small metadata, a BODY_BYTES body (base64), no artifact id
+    (the server gives each a fresh UUID, so equal requests still make distinct leaves)."""
+    return {
+        "artifact_type": "lesson",
+        "metadata": {"title": f"Lesson {i}: linear equations", "language": "en"},
+        "body": base64.b64encode(rnd.randbytes(BODY_BYTES)).decode(),
+    }
+
+
+def submit_requests(port: int, key: str, n: int, seed: int = 1) -> list[bytes]:
+    rnd = random.Random(seed)
+    path = f"/logs/{PRODUCT}/entries"
+    return [
+        http_request("POST", path, port, key, json.dumps(submission(rnd, i)).encode())
+        for i in range(n)
+    ]
+
+
+def batch_requests(port: int, key: str, n: int, seed: int = 2) -> list[bytes]:
+    rnd = random.Random(seed)
+    path = f"/logs/{PRODUCT}/entries/batch"
+    out = []
+    for b in range(n):
+        items = [submission(rnd, b * BATCH + i) for i in range(BATCH)]
+        out.append(http_request("POST", path, port, key, json.dumps({"entries": items}).encode()))
+    return out
+
+
+def get_requests(paths: Sequence[str], port: int, key: str | None) -> list[bytes]:
+    return [http_request("GET", p, port, key) for p in paths]
+
+
+# -- the built-in load generator ------------------------------------------------------
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection with at most one request in flight."""
+
+    def __init__(self, load: Load) -> None:
+        self.load = load
+        self.transport: asyncio.Transport | None = None
+        self.head = b""
+        self.remaining = -1  # body bytes still to come; -1: reading the head
+        self.status = 0
+        self.t0 = 0.0  # when the request was sent (closed loop) or due (open loop)
+        self.busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def send(self, request: bytes, t0: float) -> None:
+        self.t0 = t0
+        if self.transport is None:
+            self.load.fail(self, "connection closed by the server")
+            return
+        self.busy = True
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        while True:
+            if self.remaining < 0:
+                head = self.head + data if self.head else data
+                end = head.find(b"\r\n\r\n")
+                if end < 0:
+                    self.head = head
+                    return
+                self.head = b""
+                self.status = int(head[9:12])
+                lower = head[:end].lower()
+                at = lower.find(b"\r\ncontent-length:")
+                if at < 0:
+                    self.load.fail(self, "response without Content-Length")
+                    return
+                stop = lower.find(b"\r\n", at + 17)
+                self.remaining = int(lower[at + 17 : stop if stop >= 0 else end])
+                data = head[end + 4 :]
+            n = len(data)
+            if n < self.remaining:
+                self.remaining -= n
+                return
+            data = data[self.remaining :]
+            self.remaining = -1
+            self.busy = False
+            self.load.done(self)
+            if not data:
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.busy:
+            self.busy = False
+            self.load.fail(self, f"connection lost: {exc!r}")
+
+
+@dataclass
+class RunResult:
+    """One measured window."""
+
+    seconds: float
+    ok: int  # 2xx answers (only these count in rates and latencies)
+    latencies: list[float]  # seconds
+    bad: dict[str, int] = field(default_factory=dict)  # non-2xx statuses and failures
+    client_cpu: float = 0.0  # cores
+    server_cpu: float = 0.0
+    machine_cpu: float = 0.0
+    percentiles_ms: dict[float, float] | None = None  # from wrk, which keeps no samples
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds
+
+    def latency_ms(self, p: float) -> float:
+        if self.percentiles_ms is not None:
+            return self.percentiles_ms[p]
+        return percentile(self.latencies, p) * 1000 if self.latencies else float("nan")
+
+
+class _CpuWindow:
+    """CPU seconds of the client, the server and the machine between start() and stop()."""
+
+    def __init__(self, server: Server, client: Callable[[], float]) -> None:
+        self.server = server
+        self.client = client
+        self.begin: tuple[float, float, float, float] | None = None
+        self.end: tuple[float, float, float, float] | None = None
+
+    def _sample(self) -> tuple[float, float, float, float]:
+        return (
+            time.perf_counter(),
+            self.client(),
+            self.server.cpu_seconds(),
+            machine_cpu_seconds(),
+        )
+
+    def start(self) -> None:
+        self.begin = self._sample()
+
+    def stop(self) -> None:
+        self.end = self._sample()
+
+    def fill(self, result: RunResult) -> None:
+        if self.begin is None or self.end is None:
+            return
+        wall = max(self.end[0] - self.begin[0], 1e-9)
+        result.client_cpu = (self.end[1] - self.begin[1]) / wall
+        result.server_cpu = (self.end[2] - self.begin[2]) / wall
+        result.machine_cpu = (self.end[3] - self.begin[3]) / wall
+
+
+class Load:
+    """The built-in generator: CONNECTIONS keep-alive connections to one server."""
+
+    def __init__(self, server: Server, requests: Sequence[bytes], connections: int) -> None:
+        self.server = server
+        self.requests = requests
+        self.connections = connections
+        self.conns: list[_Conn] = []
+        self._i = 0
+        # per run
+        self._open = False
+        self._t_start = 0.0
+        self._t_end = 0.0
+        self._latencies: list[float] = []
+        self._bad: dict[str, int] = {}
+        self._in_flight = 0
+        self._finished: asyncio.Future[None] | None = None
+        self._pending: deque[float] = deque()
+        self._idle: list[_Conn] = []
+        self._left = 0
+
+    def _next(self) -> bytes:
+        self._i += 1
+        return self.requests[self._i % len(self.requests)]
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.conns = []
+        for _ in range(self.connections):
+            _, conn = await loop.create_connection(lambda: _Conn(self), HOST, self.server.port)
+            sock = conn.transport.get_extra_info("socket") if conn.transport else None
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.conns.append(conn)
+
+    def close(self) -> None:
+        for conn in self.conns:
+            if conn.transport is not None:
+                conn.transport.close()
+        self.conns = []
+
+    def _count_bad(self, what: str) -> None:
+        self._bad[what] = self._bad.get(what, 0) + 1
+
+    def done(self, conn: _Conn) -> None:
+        now = time.perf_counter()
+        ok = conn.status < 300
+        if not ok:
+            self._count_bad(str(conn.status))
+        if self._open:
+            if ok:
+                self._latencies.append(now - conn.t0)
+            if self._pending:
+                conn.send(self._next(), self._pending.popleft())
+            else:
+                self._idle.append(conn)
+            self._left -= 1
+            if self._left == 0 and self._finished is not None and not self._finished.done():
+                self._finished.set_result(None)
+            return
+        if now < self._t_end:
+            if now >= self._t_start and ok:
+                self._latencies.append(now - conn.t0)
+            conn.send(self._next(), now)
+            return
+        self._in_flight -= 1
+        if self._in_flight == 0 and self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
+    def fail(self, conn: _Conn, why: str) -> None:
+        self._count_bad(why)
+        if conn.transport is not None:
+            conn.transport.close()
+        if self._open:
+            self._left -= 1
+            done = self._left == 0
+        else:
+            self._in_flight -= 1
+            done = self._in_flight == 0
+        if done and self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
+    def _reset(self) -> asyncio.Future[None]:
+        self._latencies = []
+        self._bad = {}
+        self._pending = deque()
+        self._idle = []
+        self._finished = asyncio.get_running_loop().create_future()
+        return self._finished
+
+    async def _wait(
+        self, finished: asyncio.Future[None], timeout: float, left: Callable[[], int]
+    ) -> None:
+        """Wait for the last answer; count the unanswered as timeouts after timeout s."""
+        try:
+            await asyncio.wait_for(asyncio.shield(finished), timeout)
+        except TimeoutError:
+            self._bad["no answer (timeout)"] = left()
+
+    async def closed_loop(self, duration: float, warmup: float) -> RunResult:
+        """Keep every connection busy for warmup + duration; measure the last duration."""
+        await self.connect()
+        try:
+            loop = asyncio.get_running_loop()
+            finished = self._reset()
+            self._open = False
+            cpu = _CpuWindow(self.server, self_cpu_seconds)
+            now = time.perf_counter()
+            self._t_start = now + warmup
+            self._t_end = self._t_start + duration
+            loop.call_later(warmup, cpu.start)
+            loop.call_later(warmup + duration, cpu.stop)
+            self._in_flight = len(self.conns)
+            for conn in self.conns:
+                conn.send(self._next(), now)
+            await self._wait(finished, warmup + duration + 60, lambda: self._in_flight)
+            result = RunResult(duration, len(self._latencies), self._latencies, self._bad)
+            cpu.fill(result)
+            return result
+        finally:
+            self.close()
+
+    async def open_loop(self, rate: float, duration: float) -> RunResult:
+        """Send rate requests per second for duration, whatever the answers' pace."""
+        await self.connect()
+        try:
+            finished = self._reset()
+            self._open = True
+            total = max(1, int(rate * duration))
+            self._left = total
+            self._idle = list(self.conns)
+            cpu = _CpuWindow(self.server, self_cpu_seconds)
+            start = time.perf_counter() + 0.01
+            cpu.start()
+            sent = 0
+            while sent < total:
+                due = min(total, int((time.perf_counter() - start) * rate) + 1)
+                while sent < due:
+                    t0 = start + sent / rate
+                    if self._idle:
+                        self._idle.pop().send(self._next(), t0)
+                    else:
+                        self._pending.append(t0)
+                    sent += 1
+                await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+            await self._wait(finished, duration + 60, lambda: self._left)
+            cpu.stop()
+            wall = time.perf_counter() - start
+            result = RunResult(wall, len(self._latencies), self._latencies, self._bad)
+            cpu.fill(result)
+            return result
+        finally:
+            self._open = False
+            self.close()
+
+
+# -- wrk ------------------------------------------------------------------------------
+
+
+def _lua_string(raw: bytes) -> str:
+    out = []
+    for b in raw:
+        c = chr(b)
+        if c in '"\\':
+            out.append("\\" + c)
+        elif 32 <= b < 127:
+            out.append(c)
+        else:
+            out.append(f"\\{b:03d}")
+    return '"' + "".join(out) + '"'
+
+
+_WRK_DONE = """
+done = function(summary, latency, requests)
+  io.write(string.format(
+    "BENCH {\\"requests\\":%d,\\"duration_us\\":%d,\\"status\\":%d,\\"connect\\":%d," ..
+    "\\"read\\":%d,\\"write\\":%d,\\"timeout\\":%d,\\"p50_us\\":%d,\\"p99_us\\":%d}\\n",
+    summary.requests, summary.duration, summary.errors.status, summary.errors.connect,
+    summary.errors.read, summary.errors.write, summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk_script(requests: Sequence[bytes], path: Path) -> Path:
+    """Write a wrk Lua script that cycles through the prepared raw requests."""
+    lines = ["local reqs = {"]
+    lines += [f"  {_lua_string(r)}," for r in requests]
+    lines += [
+        "}",
+        "local n = #reqs",
+        "local i = 0",
+        "request = function()",
+        "  i = i + 1",
+        "  return reqs[(i % n) + 1]",
+        "end",
+        _WRK_DONE,
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+async def wrk_run(
+    wrk: str, server: Server, script: Path, duration: float, connections: int
+) -> RunResult:
+    """One wrk run (its own connections, no warm-up beyond the previous runs)."""
+    argv = [
+        wrk,
+        f"-t{min(connections, os.cpu_count() or 2)}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+        f"http://{HOST}:{server.port}/",
+    ]
+    cpu = _CpuWindow(server, children_cpu_seconds)
+    cpu.start()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+    try:
+        out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:  # cancelled (Ctrl-C): do not leave wrk running
+            proc.kill()
+            await asyncio.shield(proc.wait())
+    cpu.stop()
+    line = next((x for x in out.decode().splitlines() if x.startswith("BENCH ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {err.decode()[-500:]}")
+    data = json.loads(line[6:])
+    seconds = data["duration_us"] / 1e6
+    bad = {k: data[k] for k in ("status", "connect", "read", "write", "timeout") if data[k]}
+    percentiles: dict[float, float] = {50: data["p50_us"] / 1000, 99: data["p99_us"] / 1000}
+    ok = data["requests"] - data["status"]
+    result = RunResult(seconds, ok, [], bad, percentiles_ms=percentiles)
+    cpu.fill(result)
+    return result
+
+
+# -- driving --------------------------------------------------------------------------
+
+
+class Driver:
+    """Closed-loop runs against one server with one set of requests, by wrk or built-in."""
+
+    def __init__(
+        self,
+        name: str,
+        server: Server,
+        requests: Sequence[bytes],
+        mode: Mode,
+        wrk: str | None,
+        scripts: Path,
+    ) -> None:
+        self.name = name
+        self.server = server
+        self.mode = mode
+        self.wrk = wrk
+        self.load = Load(server, requests, CONNECTIONS)
+        self.script = wrk_script(requests, scripts / f"{name}.lua") if wrk else None
+
+    async def run(self, duration: float | None = None) -> RunResult:
+        duration = self.mode.duration if duration is None else duration
+        if self.wrk is not None and self.script is not None:
+            return await wrk_run(self.wrk, self.server, self.script, duration, CONNECTIONS)
+        return await self.load.closed_loop(duration, self.mode.warmup)
+
+    async def warm(self) -> None:
+        await self.run(1.0)
+
+
+def p50_ms(r: RunResult) -> float:
+    return r.latency_ms(50)
+
+
+def p99_ms(r: RunResult) -> float:
+    return r.latency_ms(99)
+
+
+def cpu_params(results: Sequence[RunResult]) -> dict[str, Any]:
+    def med(xs: Iterator[float]) -> float:
+        return round(statistics.median(xs), 2)
+
+    return {
+        # What one fully used server core answers: robust to other load on the machine.
+        "per_server_core_s": round(
+            statistics.median(r.rate / r.server_cpu for r in results if r.server_cpu > 0)
+            if any(r.server_cpu > 0 for r in results)
+            else 0.0,
+            1,
+        ),
+        "client_cpu_cores": med(r.client_cpu for r in results),
+        "server_cpu_cores": med(r.server_cpu for r in results),
+        "machine_cpu_cores": med(r.machine_cpu for r in results),
+        "other_cpu_cores": med(
+            max(0.0, r.machine_cpu - r.client_cpu - r.server_cpu) for r in results
+        ),
+    }
+
+
+def bad_params(results: Sequence[RunResult]) -> dict[str, Any]:
+    bad: dict[str, int] = {}
+    for r in results:
+        for k, v in r.bad.items():
+            bad[k] = bad.get(k, 0) + v
+    return {"errors": bad} if bad else {}
+
+
+def describe(r: RunResult) -> str:
+    bad = f", errors {r.bad}" if r.bad else ""
+    other = max(0.0, r.machine_cpu - r.client_cpu - r.server_cpu)
+    return (
+        f"{r.rate:,.0f}/s, p50 {p50_ms(r):.1f} ms, p99 {p99_ms(r):.1f} ms; cores: client "
+        f"{r.client_cpu:.2f}, server {r.server_cpu:.2f}, other {other:.2f}{bad}"
+    )
+
+
+def floor(text: str, ok: bool) -> dict[str, Any]:
+    return {"floor": text, "meets_floor": ok}
+
+
+def profile_summary(path: Path, top: int = 20) -> list[str]:
+    """Return the functions with the most samples (self and inclusive) of a py-spy raw
+    profile (collapsed stacks: ``frame;frame;... count`` per line)."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        return [f"no profile: {exc}"]
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in {re.sub(r":\d+\)$", ")", f) for f in frames}:  # per function
+            inclusive[frame] = inclusive.get(frame, 0) + n
+    if not total:
+        return ["empty profile"]
+    out = [f"profile: {total} samples holding the GIL; top functions by own samples:"]
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"  {n / total:6.1%}  {frame}")
+    out.append("top tlog/verifier functions by inclusive samples:")
+    ours = [(f, n) for f, n in inclusive.items() if "tlog/" in f or "verifier/" in f]
+    for frame, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
+        out.append(f"  {n / total:6.1%}  {frame}")
+    return out
+
+
+async def checkpoint_size(server: Server, key: str) -> int:
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    try:
+        writer.write(http_request("GET", f"/logs/{PRODUCT}/checkpoint", server.port, key))
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+        body = await reader.readexactly(length)
+    finally:
+        writer.close()
+    return int(body.decode().split("\n")[1])
+
+
+async def bench(
+    mode: Mode,
+    ours: Server,
+    bare: Server,
+    key: str,
+    wrk: str | None,
+    scripts: Path,
+    m: dict[str, Any],
+    profile: tuple[str, Path] | None,
+) -> None:
+    generator = "wrk" if wrk else "built-in asyncio (uvloop) generator"
+    common = {
+        "revision": revision(),
+        "connections": CONNECTIONS,
+        "duration_s": mode.duration,
+        "generator": generator,
+        "quick": mode.quick,
+    }
+    if mode.quick:
+        common["note"] = f"quick mode: {mode.runs} runs of {mode.duration:g} s (full: 5 of 10 s)"
+    runs = range(mode.runs)
+
+    # 1. single submissions, interleaved with the bare peer's POST and GET (paired runs).
+    single = Driver("submit", ours, submit_requests(ours.port, key, 1024), mode, wrk, scripts)
+    bare_post = Driver("bare_post", bare, submit_requests(bare.port, key, 1024), mode, wrk, scripts)
+    bare_get = Driver(
+        "bare_get", bare, get_requests(["/bare"], bare.port, None), mode, wrk, scripts
+    )
+    for d in (single, bare_post, bare_get):
+        await d.warm()
+    s_res: list[RunResult] = []
+    bp_res: list[RunResult] = []
+    bg_res: list[RunResult] = []
+    for i in runs:
+        s_res.append(await single.run())
+        progress(f"submit single run {i + 1}/{mode.runs}: {describe(s_res[-1])}")
+        bp_res.append(await bare_post.run())
+        progress(f"bare POST run {i + 1}/{mode.runs}: {describe(bp_res[-1])}")
+        bg_res.append(await bare_get.run())
+        progress(f"bare GET run {i + 1}/{mode.runs}: {describe(bg_res[-1])}")
+    rates = [r.rate for r in s_res]
+    peak = statistics.median(rates)
+    body_params = {**common, "path": f"POST /logs/{PRODUCT}/entries", "body_bytes": BODY_BYTES}
+    emit(
+        figure(
+            "http_submit_single",
+            rates,
+            "requests/s",
+            {
+                **body_params,
+                **floor(f">= {FLOOR_SUBMIT_RPS}", peak >= FLOOR_SUBMIT_RPS),
+                **cpu_params(s_res),
+                **bad_params(s_res),
+            },
+            m,
+        )
+    )
+    p50s = [p50_ms(r) for r in s_res]
+    p99s = [p99_ms(r) for r in s_res]
+    emit(figure("http_submit_single_p50", p50s, "ms", body_params, m))
+    p99 = statistics.median(p99s)
+    emit(
+        figure(
+            "http_submit_single_p99",
+            p99s,
+            "ms",
+            {**body_params, **floor(f"<= {FLOOR_SUBMIT_P99_MS:g}", p99 <= FLOOR_SUBMIT_P99_MS)},
+            m,
+        )
+    )
+    bare_params = {**common, "server": "bench/bare_app.py"}
+    emit(
+        figure(
+            "bare_submit",
+            [r.rate for r in bp_res],
+            "requests/s",
+            {
+                **bare_params,
+                "path": "POST /logs/{product}/entries (append body to LMDB, group commit, fsync)",
+                "body_bytes": BODY_BYTES,
+                "p50_ms": round(statistics.median(p50_ms(r) for r in bp_res), 2),
+                "p99_ms": round(statistics.median(p99_ms(r) for r in bp_res), 2),
+                **cpu_params(bp_res),
+                **bad_params(bp_res),
+            },
+            m,
+        )
+    )
+    emit(
+        figure(
+            "bare_get",
+            [r.rate for r in bg_res],
+            "requests/s",
+            {**bare_params, "path": "GET /bare (constant)", **cpu_params(bg_res)},
+            m,
+        )
+    )
+    emit(
+        figure(
+            "http_submit_vs_bare",
+            [a.rate / b.rate for a, b in zip(s_res, bp_res, strict=True)],
+            "ratio",
+            {**common, "of": "http_submit_single / bare_submit, run by run"},
+            m,
+        )
+    )
+
+    if profile is not None:
+        py_spy, out = profile
+        progress(f"profiling tlog serve (pid {ours.pid}) under single submissions -> {out}")
+        # --gil: only samples of the thread holding the GIL, i.e. where the CPU goes in a
+        # server that is bound to one core by the GIL (fsync waits are not counted).
+        spy = subprocess.Popen(
+            [py_spy, *PY_SPY_RECORD, str(out), "--pid", str(ours.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            await asyncio.sleep(1.0)
+            r = await single.run(max(mode.duration, 5.0))
+            progress(f"submit single under py-spy: {describe(r)}")
+        finally:
+            spy.send_signal(signal.SIGINT)
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+        for line in profile_summary(out):
+            progress(line)
+
+    # 2. batches of 100.
+    batch = Driver("batch", ours, batch_requests(ours.port, key, 16), mode, wrk, scripts)
+    await batch.warm()
+    b_res: list[RunResult] = []
+    for i in runs:
+        b_res.append(await batch.run())
+        r = b_res[-1]
+        progress(f"batch run {i + 1}/{mode.runs}: {r.rate * BATCH:,.0f} entries/s, {describe(r)}")
+    eps = [r.rate * BATCH for r in b_res]
+    emit(
+        figure(
+            "http_submit_batch100",
+            eps,
+            "entries/s",
+            {
+                **common,
+                "path": f"POST /logs/{PRODUCT}/entries/batch",
+                "entries_per_request": BATCH,
+                "body_bytes": BODY_BYTES,
+                "requests_per_s": round(statistics.median(r.rate for r in b_res), 1),
+                "p50_ms": round(statistics.median(p50_ms(r) for r in b_res), 2),
+                "p99_ms": round(statistics.median(p99_ms(r) for r in b_res), 2),
+                **floor(f">= {FLOOR_BATCH_EPS}", statistics.median(eps) >= FLOOR_BATCH_EPS),
+                **cpu_params(b_res),
+                "entries_per_server_core_s": round(
+                    cpu_params(b_res)["per_server_core_s"] * BATCH, 1
+                ),
+                **bad_params(b_res),
+            },
+            m,
+        )
+    )
+
+    # 3. reads, at the tree size the writes left.
+    size = await checkpoint_size(ours, key)
+    progress(f"tree size for reads: {size}")
+    if size < 256:
+        raise RuntimeError(f"only {size} entries: tile/0/000 is not full")
+    rnd = random.Random(3)
+    base = f"/logs/{PRODUCT}"
+    reads = {
+        "checkpoint": [f"{base}/checkpoint"],
+        "tile": [f"{base}/tile/0/000"],
+        "inclusion": [
+            f"{base}/proof/inclusion?index={rnd.randrange(size)}&size={size}" for _ in range(4096)
+        ],
+    }
+    read_medians: dict[str, float] = {}
+    for what, paths in reads.items():
+        d = Driver(f"read_{what}", ours, get_requests(paths, ours.port, key), mode, wrk, scripts)
+        await d.warm()
+        res = []
+        for i in runs:
+            res.append(await d.run())
+            progress(f"read {what} run {i + 1}/{mode.runs}: {describe(res[-1])}")
+        rates = [r.rate for r in res]
+        read_medians[what] = statistics.median(rates)
+        emit(
+            figure(
+                f"http_read_{what}",
+                rates,
+                "requests/s",
+                {
+                    **common,
+                    "path": f"GET {paths[0]}" + (" (random index)" if len(paths) > 1 else ""),
+                    "tree_size": size,
+                    "p50_ms": round(statistics.median(p50_ms(r) for r in res), 2),
+                    "p99_ms": round(statistics.median(p99_ms(r) for r in res), 2),
+                    **floor(f">= {FLOOR_READ_RPS}", read_medians[what] >= FLOOR_READ_RPS),
+                    **cpu_params(res),
+                    **bad_params(res),
+                },
+                m,
+            )
+        )
+    bare_get_median = statistics.median(r.rate for r in bg_res)
+    emit(
+        figure(
+            "http_checkpoint_vs_bare_get",
+            [read_medians["checkpoint"] / bare_get_median],
+            "ratio",
+            {**common, "of": "median http_read_checkpoint / median bare_get"},
+            m,
+        )
+    )
+
+    # 4. open loop: time from submission to receipt at 10, 50 and 90% of the peak.
+    load = Load(ours, submit_requests(ours.port, key, 1024, seed=4), CONNECTIONS)
+    for pct in (10, 50, 90):
+        target = peak * pct / 100
+        res = []
+        for i in runs:
+            res.append(await load.open_loop(target, mode.duration))
+            progress(
+                f"open loop {pct}% ({target:,.0f}/s) run {i + 1}/{mode.runs}: {describe(res[-1])}"
+            )
+        params = {
+            **common,
+            "generator": "built-in asyncio (uvloop) generator, open loop",
+            "path": f"POST /logs/{PRODUCT}/entries",
+            "percent_of_peak": pct,
+            "peak_requests_per_s": round(peak, 1),
+            "target_requests_per_s": round(target, 1),
+            "achieved_requests_per_s": round(statistics.median(r.rate for r in res), 1),
+            "latency": "from the scheduled send time to the last byte of the receipt",
+            **cpu_params(res),
+            **bad_params(res),
+        }
+        emit(figure(f"http_submit_open_{pct}pct_p50", [p50_ms(r) for r in res], "ms", params, m))
+        emit(figure(f"http_submit_open_{pct}pct_p99", [p99_ms(r) for r in res], "ms", params, m))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 runs of 3 s per figure")
+    parser.add_argument("--runs", type=int, help="runs per figure (default 5, quick 3)")
+    parser.add_argument("--duration", type=float, help="seconds per run (default 10, quick 3)")
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "builtin"),
+        default="auto",
+        help="auto: wrk if on PATH, else the built-in asyncio generator",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="also record a py-spy profile (raw, collapsed stacks) of tlog serve under "
+        "single submissions into FILE (an extra run, not counted in the figures)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        default=shutil.which("py-spy") or "/tmp/probe-venv/bin/py-spy",
+        help="py-spy executable for --profile",
+    )
+    args = parser.parse_args(argv)
+    mode = QUICK if args.quick else FULL
+    if args.runs is not None:
+        mode = Mode(args.runs, mode.duration, mode.warmup, mode.quick or args.runs < 5)
+    if args.duration is not None:
+        mode = Mode(mode.runs, args.duration, mode.warmup, mode.quick or args.duration < 10)
+    wrk = shutil.which("wrk") if args.generator in ("auto", "wrk") else None
+    if args.generator == "wrk" and wrk is None:
+        parser.error("wrk is not on PATH")
+    profile = None
+    if args.profile is not None:
+        if not os.access(args.py_spy, os.X_OK):
+            parser.error(f"py-spy not found at {args.py_spy}")
+        profile = (args.py_spy, args.profile.resolve())
+
+    with temp_dir("bucket-bench-http-") as tmp:
+        m = machine(tmp)
+        progress(machine_line(m))
+        m["background_cpu_cores"] = round(background_cpu(), 2)
+        progress(f"background load before starting: {m['background_cpu_cores']:.2f} cores busy")
+        progress(
+            f"mode: {'quick' if mode.quick else 'full'}, {mode.runs} runs of {mode.duration:g} s,"
+            f" {CONNECTIONS} connections, generator: {wrk or 'built-in'}"
+        )
+        tlog_port, bare_port = free_port(), free_port()
+        tlog_argv = [sys.executable, "-m", "tlog", "--data", str(tmp / "tlog")]
+        tlog_argv += ["serve", "--host", HOST, "--port", str(tlog_port)]
+        bare_argv = [sys.executable, str(ROOT / "bench" / "bare_app.py")]
+        bare_argv += ["--data", str(tmp / "bare"), "--host", HOST, "--port", str(bare_port)]
+        with (
+            running("tlog", tlog_argv, tlog_port, tmp) as ours,
+            running("bare", bare_argv, bare_port, tmp) as bare,
+        ):
+            key = demo_keys(ours)[PRODUCT]
+            progress(f"tlog serve pid {ours.pid} on port {tlog_port}; bare peer pid {bare.pid}")
+            run = asyncio.run
+            with contextlib.suppress(ImportError):
+                import uvloop
+
+                run = uvloop.run
+            run(bench(mode, ours, bare, key, wrk, tmp, m, profile))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        progress("interrupted: servers stopped, data removed")
+        sys.exit(130)
