@@ -439,7 +439,7 @@ class Load:
         self._in_flight = 0
         self._finished: asyncio.Future[None] | None = None
         self._pending: deque[float] = deque()
-        self._idle: list[_Conn] = []
+        self._idle: deque[_Conn] = deque()  # FIFO, so every connection stays in use
         self._left = 0
 
     def _next(self) -> bytes:
@@ -507,7 +507,7 @@ class Load:
         self._latencies = []
         self._bad = {}
         self._pending = deque()
-        self._idle = []
+        self._idle = deque()
         self._finished = asyncio.get_running_loop().create_future()
         return self._finished
 
@@ -551,7 +551,7 @@ class Load:
             self._open = True
             total = max(1, int(rate * duration))
             self._left = total
-            self._idle = list(self.conns)
+            self._idle = deque(self.conns)
             cpu = _CpuWindow(self.server, self_cpu_seconds)
             start = time.perf_counter() + 0.01
             cpu.start()
@@ -560,12 +560,16 @@ class Load:
                 due = min(total, int((time.perf_counter() - start) * rate) + 1)
                 while sent < due:
                     t0 = start + sent / rate
+                    while self._idle and self._idle[0].transport is None:
+                        self._idle.popleft()  # closed by the server while idle: drop it
                     if self._idle:
-                        self._idle.pop().send(self._next(), t0)
+                        self._idle.popleft().send(self._next(), t0)
                     else:
                         self._pending.append(t0)
                     sent += 1
-                await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+                # Timers tick in whole milliseconds: never spin on shorter sleeps; send
+                # what fell due in the meantime as one burst (latency counts from t0).
+                await asyncio.sleep(max(0.001, start + sent / rate - time.perf_counter()))
             await self._wait(finished, duration + 60, lambda: self._left)
             cpu.stop()
             wall = time.perf_counter() - start
@@ -663,6 +667,9 @@ async def wrk_run(
     ok = data["requests"] - data["status"]
     result = RunResult(seconds, ok, [], bad, percentiles_ms=percentiles)
     cpu.fill(result)
+    # wrk stops with requests in flight, which the server still finishes: let it drain
+    # before the next run, or they count against its pending-write limit (429).
+    await asyncio.sleep(min(5.0, max(0.2, 2 * percentiles[99] / 1000)))
     return result
 
 
@@ -780,17 +787,52 @@ def profile_summary(path: Path, top: int = 20) -> list[str]:
     return out
 
 
-async def checkpoint_size(server: Server, key: str) -> int:
+async def get_text(server: Server, path: str, key: str) -> str:
+    """GET path on a new connection; return the body (any status)."""
     reader, writer = await asyncio.open_connection(HOST, server.port)
     try:
-        writer.write(http_request("GET", f"/logs/{PRODUCT}/checkpoint", server.port, key))
+        writer.write(http_request("GET", path, server.port, key))
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
-        length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
-        body = await reader.readexactly(length)
+        found = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        body = await reader.readexactly(int(found.group(1)) if found else 0)
     finally:
         writer.close()
-    return int(body.decode().split("\n")[1])
+    return body.decode(errors="replace")
+
+
+async def checkpoint_size(server: Server, key: str) -> int:
+    text = await get_text(server, f"/logs/{PRODUCT}/checkpoint", key)
+    return int(text.split("\n")[1])
+
+
+_REQUESTS_TOTAL = re.compile(
+    r'^tlog_http_requests_total\{method="(\w+)",route="([^"]*)",status="(\d+)"\} ([0-9.e+]+)$',
+    re.M,
+)
+
+
+async def server_statuses(server: Server, key: str) -> dict[str, int]:
+    """Return the server's own count of answers by "METHOD route status" (/metrics), so
+    that refusals are named whichever generator ran (wrk counts them without a status)."""
+    try:
+        text = await get_text(server, "/metrics", key)
+    except (OSError, asyncio.IncompleteReadError):
+        return {}
+    return {
+        f"{method} {route} {status}": int(float(n))
+        for method, route, status, n in _REQUESTS_TOTAL.findall(text)
+    }
+
+
+def non_2xx(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+    """Return {"server_non_2xx": {...}} for answers that were not 2xx between snapshots."""
+    out = {
+        k: n - before.get(k, 0)
+        for k, n in after.items()
+        if not k.endswith((" 200", " 201")) and n > before.get(k, 0)
+    }
+    return {"server_non_2xx": out} if out else {}
 
 
 async def bench(
@@ -823,6 +865,7 @@ async def bench(
     )
     for d in (single, bare_post, bare_get):
         await d.warm()
+    seen = await server_statuses(ours, key)
     s_res: list[RunResult] = []
     bp_res: list[RunResult] = []
     bg_res: list[RunResult] = []
@@ -835,6 +878,8 @@ async def bench(
         progress(f"bare GET run {i + 1}/{mode.runs}: {describe(bg_res[-1])}")
     rates = [r.rate for r in s_res]
     peak = statistics.median(rates)
+    now_seen = await server_statuses(ours, key)
+    refused, seen = non_2xx(seen, now_seen), now_seen
     body_params = {**common, "path": f"POST /logs/{PRODUCT}/entries", "body_bytes": BODY_BYTES}
     emit(
         figure(
@@ -846,6 +891,7 @@ async def bench(
                 **floor(f">= {FLOOR_SUBMIT_RPS}", peak >= FLOOR_SUBMIT_RPS),
                 **cpu_params(s_res),
                 **bad_params(s_res),
+                **refused,
             },
             m,
         )
@@ -927,6 +973,7 @@ async def bench(
     # 2. batches of 100.
     batch = Driver("batch", ours, batch_requests(ours.port, key, 16), mode, wrk, scripts)
     await batch.warm()
+    seen = await server_statuses(ours, key)
     b_res: list[RunResult] = []
     for i in runs:
         b_res.append(await batch.run())
@@ -947,6 +994,7 @@ async def bench(
                 "p50_ms": round(statistics.median(p50_ms(r) for r in b_res), 2),
                 "p99_ms": round(statistics.median(p99_ms(r) for r in b_res), 2),
                 **floor(f">= {FLOOR_BATCH_EPS}", statistics.median(eps) >= FLOOR_BATCH_EPS),
+                **non_2xx(seen, await server_statuses(ours, key)),
                 **cpu_params(b_res),
                 "entries_per_server_core_s": round(
                     cpu_params(b_res)["per_server_core_s"] * BATCH, 1
@@ -975,6 +1023,7 @@ async def bench(
     for what, paths in reads.items():
         d = Driver(f"read_{what}", ours, get_requests(paths, ours.port, key), mode, wrk, scripts)
         await d.warm()
+        seen = await server_statuses(ours, key)
         res = []
         for i in runs:
             res.append(await d.run())
@@ -995,6 +1044,7 @@ async def bench(
                     **floor(f">= {FLOOR_READ_RPS}", read_medians[what] >= FLOOR_READ_RPS),
                     **cpu_params(res),
                     **bad_params(res),
+                    **non_2xx(seen, await server_statuses(ours, key)),
                 },
                 m,
             )
@@ -1014,6 +1064,7 @@ async def bench(
     load = Load(ours, submit_requests(ours.port, key, 1024, seed=4), CONNECTIONS)
     for pct in (10, 50, 90):
         target = peak * pct / 100
+        seen = await server_statuses(ours, key)
         res = []
         for i in runs:
             res.append(await load.open_loop(target, mode.duration))
@@ -1031,6 +1082,7 @@ async def bench(
             "latency": "from the scheduled send time to the last byte of the receipt",
             **cpu_params(res),
             **bad_params(res),
+            **non_2xx(seen, await server_statuses(ours, key)),
         }
         emit(figure(f"http_submit_open_{pct}pct_p50", [p50_ms(r) for r in res], "ms", params, m))
         emit(figure(f"http_submit_open_{pct}pct_p99", [p99_ms(r) for r in res], "ms", params, m))

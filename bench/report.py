@@ -903,8 +903,8 @@ def render(
     noisy = [f["name"] for f in figs.all if _noisy(f)]
     if noisy:
         lines += [
-            f"**Noisy** (max − min over half the median; marked ⚠ below; the 2 cores were "
-            f"shared with other work): {', '.join(f'`{n}`' for n in noisy)}.",
+            "**Noisy** (max − min over half the median; marked ⚠ below; see the CPU of other "
+            f"work above): {', '.join(f'`{n}`' for n in noisy)}.",
             "",
         ]
     skipped = list(results.get("skipped", []))
