@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -95,10 +94,13 @@ __all__ = [
     "MAX_METADATA_DEPTH",
     "SCHEMA_VERSION",
     "Envelope",
+    "EnvelopeTemplate",
     "decode_cbor_strict",
     "decode_envelope",
     "encode_envelope",
+    "encode_metadata",
     "envelope_to_json",
+    "prepare_envelope",
     "validate_metadata",
 ]
 
@@ -175,9 +177,14 @@ def _utf8(where: str, text: str) -> bytes:
         raise InvalidEntry(f"{where}: not valid Unicode (lone surrogate)") from exc
 
 
+# Unicode category Cc is exactly C0 (U+0000..U+001F), DEL (U+007F) and C1 (U+0080..U+009F);
+# a test checks the class against unicodedata for every code point.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _has_control(text: str) -> bool:
     """Return whether text holds a control character (Unicode category Cc: C0, DEL, C1)."""
-    return any(unicodedata.category(ch) == "Cc" for ch in text)
+    return _CONTROL_RE.search(text) is not None
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -278,15 +285,23 @@ def validate_metadata(metadata: object) -> dict[str, Any]:
     and at most MAX_METADATA_BYTES bytes once encoded as deterministic CBOR (RFC 8949 §4.2.1).
     Paths in messages read like ``metadata.build.flags[3]: floats must be finite``.
     """
+    return encode_metadata(metadata)[0]
+
+
+def encode_metadata(metadata: object) -> tuple[dict[str, Any], bytes]:
+    """Return a plain-dict copy of metadata and its deterministic CBOR (RFC 8949 §4.2.1).
+
+    The rules are validate_metadata's; raises InvalidEntry naming the offending path.
+    """
     if not isinstance(metadata, Mapping):
         raise InvalidEntry(f"metadata: must be a map, got {type(metadata).__name__}")
     plain: dict[str, Any] = _plain_metadata(metadata, "metadata", 1, [0])
-    size = len(cbor2.dumps(plain, canonical=True))
-    if size > MAX_METADATA_BYTES:
+    encoded: bytes = cbor2.dumps(plain, canonical=True)
+    if len(encoded) > MAX_METADATA_BYTES:
         raise InvalidEntry(
-            f"metadata: encoded size exceeds {MAX_METADATA_BYTES} bytes (got {size})"
+            f"metadata: encoded size exceeds {MAX_METADATA_BYTES} bytes (got {len(encoded)})"
         )
-    return plain
+    return plain, encoded
 
 
 def _to_cbor_map(envelope: Envelope) -> dict[str, Any]:
@@ -342,10 +357,157 @@ def encode_envelope(envelope: Envelope) -> bytes:
     the leaf would exceed MAX_LEAF_BYTES (with the v1 field limits a leaf stays under about
     18 KiB, so this guards the entry-bundle format rather than a reachable case).
     """
-    leaf: bytes = cbor2.dumps(_to_cbor_map(envelope), canonical=True)
-    if len(leaf) > MAX_LEAF_BYTES:
-        raise LeafTooLarge(f"leaf: {len(leaf)} bytes exceeds {MAX_LEAF_BYTES}")
-    return leaf
+    e = envelope
+    return prepare_envelope(
+        product=e.product,
+        artifact_type=e.artifact_type,
+        artifact_id=e.artifact_id,
+        principal=e.principal,
+        body_sha256=e.body_sha256,
+        body_size=e.body_size,
+        metadata=e.metadata,
+    ).leaf(e.version, e.prev_index, e.integrated_at)
+
+
+def _cbor_uint(n: int) -> bytes:
+    """Return the shortest CBOR head of unsigned integer n (RFC 8949 §3.1 major type 0, §4.1)."""
+    if n < 24:
+        return bytes((n,))
+    if n < 0x100:
+        return bytes((0x18, n))
+    if n < 0x10000:
+        return b"\x19" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\x1a" + n.to_bytes(4, "big")
+    return b"\x1b" + n.to_bytes(8, "big")
+
+
+def _cbor_text(text: str) -> bytes:
+    """Return the CBOR text string of text (RFC 8949 §3.1 major type 3, shortest head)."""
+    raw = text.encode("utf-8")
+    head = _cbor_uint(len(raw))
+    return bytes((head[0] | 0x60,)) + head[1:] + raw
+
+
+_CBOR_NULL = b"\xf6"
+_MAP_HEAD = bytes((0xA0 | len(_KEYS),))  # a map of eleven pairs (RFC 8949 §3.1 major type 5)
+_K = {key: _cbor_text(key) for key in _KEYS}
+
+
+@dataclass(frozen=True)
+class EnvelopeTemplate:
+    """An envelope checked and encoded except for the three fields the sequencer fills in.
+
+    The deterministic encoding (RFC 8949 §4.2.1) puts the keys in a fixed order (``_KEYS``),
+    so the leaf is three fixed byte strings with ``version``, ``prev_index`` and
+    ``integrated_at`` between them: the writer thread then spends a few concatenations per
+    entry instead of a full encode. ``decode_envelope`` re-encodes every leaf with cbor2,
+    and the tests compare both encoders, so the two cannot drift apart.
+    """
+
+    head: bytes
+    """The map head, ``v``, ``product`` and the ``version`` key."""
+    middle: bytes
+    """``metadata``, ``body_size``, ``principal`` and the ``prev_index`` key."""
+    tail: bytes
+    """``artifact_id``, ``body_sha256``, ``artifact_type`` and the ``integrated_at`` key."""
+
+    def leaf(self, version: int, prev_index: int | None, integrated_at: int) -> bytes:
+        """Return the leaf bytes at this version, previous index and integration time.
+
+        Raises InvalidEntry if the three break the schema (version >= 1; prev_index null
+        exactly for version 1, else >= 0; integrated_at >= 0; all below 2**63) and
+        LeafTooLarge over MAX_LEAF_BYTES.
+        """
+        _check_int("version", version, 1)
+        if version == 1:
+            if prev_index is not None:
+                raise InvalidEntry(
+                    f"prev_index: must be null when version is 1, got {_show(prev_index)}"
+                )
+            prev = _CBOR_NULL
+        elif prev_index is None:
+            raise InvalidEntry(f"prev_index: required when version > 1 (version is {version})")
+        else:
+            _check_int("prev_index", prev_index, 0)
+            prev = _cbor_uint(prev_index)
+        _check_int("integrated_at", integrated_at, 0)
+        leaf = b"".join(
+            (
+                self.head,
+                _cbor_uint(version),
+                self.middle,
+                prev,
+                self.tail,
+                _cbor_uint(integrated_at),
+            )
+        )
+        if len(leaf) > MAX_LEAF_BYTES:
+            raise LeafTooLarge(f"leaf: {len(leaf)} bytes exceeds {MAX_LEAF_BYTES}")
+        return leaf
+
+
+def prepare_envelope(
+    *,
+    product: str,
+    artifact_type: str,
+    artifact_id: str,
+    principal: str,
+    body_sha256: bytes,
+    body_size: int,
+    metadata: object,
+    encoded_metadata: bytes | None = None,
+) -> EnvelopeTemplate:
+    """Return the template of an envelope after checking every field it fixes.
+
+    ``encoded_metadata``, if given, must be ``encode_metadata(metadata)[1]`` (the caller
+    validated already); otherwise metadata is validated and encoded here. Raises
+    InvalidEntry naming the field, and LeafTooLarge if even the smallest sequenced fields
+    would not fit (a leaf of the largest ones may still be refused by ``leaf``).
+    """
+    _check_name("product", product)
+    _check_name("artifact_type", artifact_type)
+    _check_text("artifact_id", artifact_id, _MAX_ARTIFACT_ID_CHARS, trim=True)
+    _check_text("principal", principal, _MAX_PRINCIPAL_CHARS, trim=False)
+    if type(body_sha256) is not bytes:
+        raise InvalidEntry(f"body_sha256: must be bytes, got {type(body_sha256).__name__}")
+    if len(body_sha256) != _SHA256_BYTES:
+        raise InvalidEntry(f"body_sha256: must be 32 bytes, got {len(body_sha256)}")
+    _check_int("body_size", body_size, 0)
+    if encoded_metadata is None:
+        encoded_metadata = encode_metadata(metadata)[1]
+    template = EnvelopeTemplate(
+        head=b"".join(
+            (_MAP_HEAD, _K["v"], _cbor_uint(SCHEMA_VERSION), _K["product"], _cbor_text(product))
+        )
+        + _K["version"],
+        middle=b"".join(
+            (
+                _K["metadata"],
+                encoded_metadata,
+                _K["body_size"],
+                _cbor_uint(body_size),
+                _K["principal"],
+                _cbor_text(principal),
+                _K["prev_index"],
+            )
+        ),
+        tail=b"".join(
+            (
+                _K["artifact_id"],
+                _cbor_text(artifact_id),
+                _K["body_sha256"],
+                b"\x58\x20" + body_sha256,  # a 32-byte string (major type 2)
+                _K["artifact_type"],
+                _cbor_text(artifact_type),
+                _K["integrated_at"],
+            )
+        ),
+    )
+    fixed = len(template.head) + len(template.middle) + len(template.tail)
+    if fixed + 3 > MAX_LEAF_BYTES:
+        raise LeafTooLarge(f"leaf: at least {fixed + 3} bytes, over {MAX_LEAF_BYTES}")
+    return template
 
 
 def _check_structure(leaf: bytes, max_depth: int = MAX_METADATA_DEPTH + 1) -> None:

@@ -64,7 +64,8 @@ from tlog.governance import (
 from tlog.integrity import IntegrityWatch
 from tlog.log import ENVELOPE, Appended, Draft, Log
 from tlog.metrics import CONTENT_TYPE, Metrics
-from tlog.service import Service
+from tlog.receipts import receipts_json
+from tlog.service import Service, new_artifact_ids
 from verifier.errors import MalformedTile
 from verifier.hashing import leaf_hash
 from verifier.tiles import TILE_WIDTH, parse_tile_path
@@ -432,7 +433,8 @@ class _Api:
         )
         (appended,) = await self._write(log, [draft])
         assert isinstance(appended, Appended)
-        return JSONResponse(_receipt_json(appended), 200 if appended.replayed else 201)
+        (text,) = receipts_json([appended])
+        return _json_text(text, 200 if appended.replayed else 201)
 
     async def _write(self, log: Log, drafts: list[Draft]) -> list[Appended]:
         """Admit drafts against the limits, append them, and return their outcomes.
@@ -478,6 +480,7 @@ class _Api:
         if len(payload) > limits.max_batch_items:
             raise PayloadTooLarge(f"a batch holds at most {limits.max_batch_items} entries")
         key = self._idempotency_key(request)
+        ids = new_artifact_ids(len(payload))
         drafts = []
         for i, item in enumerate(payload):
             try:
@@ -488,14 +491,15 @@ class _Api:
                         principal.name,
                         submission,
                         idempotency_key=None if key is None else f"{key}#{i}",
+                        new_id=ids[i],
                     )
                 )
             except TlogError as exc:
                 raise type(exc)(f"entries[{i}]: {exc}") from None
         outcomes = await self._write(log, drafts)
-        receipts = [_receipt_json(o) for o in outcomes]
         replayed = all(o.replayed for o in outcomes)
-        return JSONResponse({"receipts": receipts}, 200 if replayed else 201)
+        text = '{"receipts":[' + ",".join(receipts_json(outcomes)) + "]}"
+        return _json_text(text, 200 if replayed else 201)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -695,18 +699,9 @@ class _Api:
         return JSONResponse({"status": "ok"})
 
 
-def _receipt_json(a: Appended) -> dict[str, Any]:
-    return {
-        "index": a.index,
-        "tree_size": a.size,
-        "leaf_hash": _b64(a.leaf_hash),
-        "leaf": _b64(a.leaf),
-        "inclusion_proof": [_b64(h) for h in a.proof],
-        "checkpoint": a.checkpoint,
-        "receipt": a.receipt(),
-        "artifact_id": a.artifact_id,
-        "version": a.version,
-    }
+def _json_text(text: str, status: int) -> Response:
+    """Return a JSON response of text already encoded as JSON (tlog.receipts)."""
+    return Response(text.encode("utf-8"), status, media_type="application/json")
 
 
 def _watch_once(service: Service, checker: IntegrityWatch) -> None:

@@ -37,7 +37,13 @@ from typing import Any, NamedTuple
 
 from tlog import storage as st
 from tlog.bloom import Bloom
-from tlog.entry import MAX_LEAF_BYTES, Envelope, decode_envelope, encode_envelope
+from tlog.entry import (
+    MAX_LEAF_BYTES,
+    Envelope,
+    EnvelopeTemplate,
+    decode_envelope,
+    prepare_envelope,
+)
 from tlog.errors import (
     BadRequest,
     Conflict,
@@ -104,10 +110,35 @@ class Draft:
     expected_version: int | None = None
     """If set, the artifact's latest version must be this (0: it must not exist yet),
     checked atomically when the entry is sequenced; otherwise Conflict (409)."""
+    fresh_id: bool = False
+    """The service generated ``artifact_id`` (122 random bits): no earlier version can
+    exist, so the writer skips the version lookup."""
+    _template: EnvelopeTemplate | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if hashlib.sha256(self.body).digest() != self.body_sha256:
             raise InvalidEntry("body_sha256 is not the SHA-256 of the body")
+
+    def template(self, encoded_metadata: bytes | None = None) -> EnvelopeTemplate:
+        """Return the envelope template of this draft, checking it once (then cached).
+
+        ``encoded_metadata``: the metadata's CBOR if the caller already validated it.
+        Raises InvalidEntry / LeafTooLarge (tlog.entry.prepare_envelope).
+        """
+        if self._template is None:
+            template = prepare_envelope(
+                product=self.product,
+                artifact_type=self.artifact_type,
+                artifact_id=self.artifact_id,
+                principal=self.principal,
+                body_sha256=self.body_sha256,
+                body_size=len(self.body),
+                metadata=self.metadata,
+                encoded_metadata=encoded_metadata,
+            )
+            object.__setattr__(self, "_template", template)
+            return template
+        return self._template
 
     def envelope(self, version: int, prev_index: int | None, integrated_at: int) -> Envelope:
         """Return the envelope this draft becomes at the given version and time."""
@@ -476,6 +507,7 @@ class Log:
                 self._index_versions(itxn, indexed, list(st.iter_leaves(txn, dbs, indexed, size)))
                 self.store.storage.set_indexed_size(itxn, self.log_id, size)
         seen: dict[bytes, int] = {}
+        batch_ids: set[str] = set()  # a fresh id used twice in one batch: look it up
         bloom = self._bloom
         if bloom is not None and self._bloom_base is not None:
             bloom.merge(self._bloom_base)
@@ -505,14 +537,19 @@ class Log:
                                 _Placed(int(rec["index"]), None, True, artifact_id=item.artifact_id)
                             )
                             continue
-                    latest = st.latest_version(itxn, dbs, item.artifact_id)
+                    latest = (
+                        st.latest_version(itxn, dbs, item.artifact_id)
+                        if not item.fresh_id or item.artifact_id in batch_ids
+                        else None
+                    )
+                    batch_ids.add(item.artifact_id)
                     version, prev = (latest[0] + 1, latest[1]) if latest else (1, None)
                     if item.expected_version is not None and item.expected_version != version - 1:
                         raise VersionConflict(
                             f"artifact {item.artifact_id!r} is at version {version - 1}, "
                             f"not {item.expected_version}"
                         )
-                    leaf = encode_envelope(item.envelope(version, prev, now_ms))
+                    leaf = item.template().leaf(version, prev, now_ms)
                 else:
                     leaf = item
                     if len(leaf) > MAX_LEAF_BYTES:
@@ -638,6 +675,11 @@ class Log:
         """Turn placements into outcomes against the latest checkpoint (after commit)."""
         out: list[Outcome] = []
         size, note = self._size, self._note
+        proofs = (
+            builder.inclusion_proofs([p.at for p in placed if not isinstance(p, TlogError)], size)
+            if builder is not None
+            else {}
+        )
         for p in placed:
             if isinstance(p, TlogError):
                 out.append(p)
@@ -655,7 +697,7 @@ class Log:
                     leaf=leaf,
                     leaf_hash=p.leaf_hash or leaf_hash(leaf),
                     checkpoint=note,
-                    proof=tuple(builder.inclusion_proof(p.at, size)) if builder else (),
+                    proof=tuple(proofs[p.at]) if builder else (),
                     version=version,
                     artifact_id=artifact_id,
                     replayed=p.replayed,

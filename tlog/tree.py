@@ -28,6 +28,7 @@ with interior rows.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -149,6 +150,33 @@ def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
     return ranges
 
 
+def inclusion_plans(indexes: Sequence[int], size: int) -> dict[int, list[tuple[int, int]]]:
+    """Return {index: inclusion_ranges(index, size)} for sorted distinct indexes.
+
+    The same RFC 6962 §2.1.1 walk as inclusion_ranges, done once for all indexes: a
+    subtree is entered only if it holds one of them, so the work is about the number
+    of proof hashes returned, not indexes times depth.
+    """
+    if indexes and not 0 <= indexes[0] <= indexes[-1] < size:
+        raise AssertionError(f"bad math: inclusion plans for {indexes[0]}..{indexes[-1]} in {size}")
+    out: dict[int, list[tuple[int, int]]] = {}
+    # (lo, hi, first, last, ranges above): the subtree [lo, hi) holds indexes[first:last].
+    stack: list[tuple[int, int, int, int, list[tuple[int, int]]]] = [(0, size, 0, len(indexes), [])]
+    while stack:
+        lo, hi, first, last, above = stack.pop()
+        if hi - lo == 1:
+            above.reverse()
+            out[lo] = above
+            continue
+        mid = lo + split_point(hi - lo)
+        cut = bisect_left(indexes, mid, first, last)
+        if cut > first:
+            stack.append((lo, mid, first, cut, [*above, (mid, hi)]))
+        if cut < last:
+            stack.append((mid, hi, cut, last, [*above, (lo, mid)]))
+    return out
+
+
 def consistency_ranges(old: int, new: int) -> list[tuple[int, int]]:
     """Return the leaf ranges whose MTHs form RFC 6962 PROOF(old, D[new]).
 
@@ -245,6 +273,19 @@ class ProofBuilder:
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         """Return PROOF(old, D[new]) (RFC 6962 §2.1.2). Requires 0 <= old <= new."""
         return self.range_hashes(consistency_ranges(old, new))
+
+    def inclusion_proofs(self, indexes: Iterable[int], size: int) -> dict[int, list[bytes]]:
+        """Return {index: PATH(index, D[size])} (RFC 6962 §2.1.1) for many indexes at once.
+
+        One walk down the tree serves them all: the sibling ranges above the point where
+        two indexes part are planned once, and every distinct range is read or folded
+        once (a batch of receipts for neighbouring leaves shares most of its hashes).
+        Requires 0 <= index < size for each index.
+        """
+        plans = inclusion_plans(sorted(set(indexes)), size)
+        distinct = list({r: None for plan in plans.values() for r in plan})
+        hashes = dict(zip(distinct, self.range_hashes(distinct), strict=True))
+        return {index: [hashes[r] for r in plan] for index, plan in plans.items()}
 
 
 class TileRecords(Protocol):

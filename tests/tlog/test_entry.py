@@ -974,3 +974,34 @@ def test_mutated_leaves_only_raise_invalid_entry(
     for edit, position, byte in edits:
         leaf = _EDITS[edit](leaf, position % (len(leaf) + 1), byte) if leaf else b"\x00"
     _decode_or_invalid(leaf)
+
+
+def test_control_character_class_is_unicode_category_cc() -> None:
+    """The regex that refuses control characters matches exactly Unicode category Cc."""
+    import sys
+    import unicodedata
+
+    for cp in range(sys.maxunicode + 1):
+        ch = chr(cp)
+        expected = unicodedata.category(ch) == "Cc"
+        assert tlog.entry._has_control(f"a{ch}b") is expected, hex(cp)
+
+
+@given(envelopes())
+def test_template_of_an_envelope_encodes_like_cbor2(envelope: Envelope) -> None:
+    """The three-part template (what the writer fills in) gives cbor2's canonical bytes."""
+    e = envelope
+    template = tlog.entry.prepare_envelope(
+        product=e.product,
+        artifact_type=e.artifact_type,
+        artifact_id=e.artifact_id,
+        principal=e.principal,
+        body_sha256=e.body_sha256,
+        body_size=e.body_size,
+        metadata=e.metadata,
+    )
+    expected = cbor2.dumps(tlog.entry._to_cbor_map(e), canonical=True)
+    assert template.leaf(e.version, e.prev_index, e.integrated_at) == expected
+    for version, prev, at in [(1, None, 0), (24, 23, 255), (2**32, 2**16, 2**63 - 1)]:
+        other = dataclasses.replace(e, version=version, prev_index=prev, integrated_at=at)
+        assert template.leaf(version, prev, at) == _ref_encode(tlog.entry._to_cbor_map(other))

@@ -34,6 +34,7 @@ from tlog.tree import (
     append_hashes,
     consistency_ranges,
     fold_range,
+    inclusion_plans,
     inclusion_ranges,
     locate,
     range_nodes,
@@ -313,6 +314,35 @@ def test_proof_builder_on_every_small_tree_exhaustively() -> None:
             assert proof == consistency_proof_of_hashes(old, hashes[:n]), (old, n)
             old_root = mth_of_hashes(hashes[:old])
             verify_consistency(old, n, proof, old_root, root)
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(1, 3000), data=st.data())
+def test_inclusion_proofs_for_many_indexes_match_one_at_a_time(
+    size: int, data: st.DataObject
+) -> None:
+    """The one-walk plans of many indexes (a batch's receipts) equal the single plans."""
+    first = data.draw(st.integers(0, size - 1))
+    block = list(range(first, min(size, first + data.draw(st.integers(1, 300)))))
+    scattered = data.draw(st.lists(st.integers(0, size - 1), max_size=20))
+    indexes = sorted(set(block + scattered))
+    plans = inclusion_plans(indexes, size)
+    assert sorted(plans) == indexes
+    for index in indexes:
+        assert plans[index] == inclusion_ranges(index, size), (index, size)
+    hashes = leaf_hashes(size, salt=size)
+    pb = ProofBuilder(build(hashes, [size // 3]))
+    proofs = pb.inclusion_proofs(reversed(indexes), size)
+    root = mth_of_hashes(hashes)
+    for index in indexes:
+        assert proofs[index] == inclusion_path_of_hashes(index, hashes)
+        verify_inclusion(index, size, hashes[index], proofs[index], root)
+
+
+def test_inclusion_plans_refuse_indexes_outside_the_tree() -> None:
+    assert inclusion_plans([], 5) == {}
+    with pytest.raises(AssertionError):
+        inclusion_plans([2, 5], 5)
 
 
 def test_proof_builder_empty_tree_and_memoisation() -> None:
