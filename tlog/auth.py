@@ -30,6 +30,8 @@ __all__ = ["SCOPES", "ApiKey", "KeyFrozen", "KeyStore", "Principal"]
 
 SCOPES = ("submit", "read", "audit", "admin")
 _TOKEN = re.compile(r"bk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
+_CACHE_KEYS = 4096
+"""Most key records kept in memory between changes of the log env."""
 
 
 class KeyFrozen(Forbidden):
@@ -78,6 +80,9 @@ class KeyStore:
         key's record in one transaction (see tlog.governance.Governance.record_with)."""
         self._storage = storage
         self._record = record
+        # key id -> (log-env generation, key record or None): records as of that generation,
+        # so a revocation or freeze by any process is seen by the next request.
+        self._cache: dict[str, tuple[int, dict[str, Any] | None]] = {}
 
     def create(self, product: str, scopes: set[str] | frozenset[str]) -> tuple[ApiKey, str]:
         """Create a key for product with scopes; return its facts and the token.
@@ -166,9 +171,7 @@ class KeyStore:
         match = _TOKEN.fullmatch(token.strip()) if scheme.lower() == "bearer" else None
         if match is None:
             raise Unauthorized("the API key is not valid")
-        with self._storage.env.begin() as txn:
-            raw = self._storage.get_meta(txn, b"apikey/" + match.group(1).encode())
-        record = json.loads(raw) if raw is not None else None
+        record = self._record_of(match.group(1))
         expected = record["sha256"] if record is not None else _hash("")
         ok = hmac.compare_digest(expected.encode(), _hash(token.strip()).encode())
         if record is None or not ok or record["revoked_at"] is not None:
@@ -179,6 +182,20 @@ class KeyStore:
                 "the owner must unfreeze it"
             )
         return Principal(record["key_id"], record["product"], frozenset(record["scopes"]))
+
+    def _record_of(self, key_id: str) -> dict[str, Any] | None:
+        """Return the stored record of a key id, or None; read once per log-env change."""
+        generation = self._storage.generation()
+        cached = self._cache.get(key_id)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        with self._storage.env.begin() as txn:
+            raw = self._storage.get_meta(txn, b"apikey/" + key_id.encode())
+        record = json.loads(raw) if raw is not None else None
+        if len(self._cache) >= _CACHE_KEYS:
+            self._cache.clear()  # bounded: unknown ids cannot grow it without end
+        self._cache[key_id] = (generation, record)
+        return record
 
     @staticmethod
     def _facts(record: dict[str, object]) -> ApiKey:

@@ -45,6 +45,7 @@ import json
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -253,6 +254,8 @@ class Governance:
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}
         self.on_threat: Callable[[str], None] | None = None
+        # (generation, state): the persisted state as of that log-env transaction.
+        self._state_cache: tuple[int, GovState] | None = None
 
     # -- records -------------------------------------------------------------------
 
@@ -320,13 +323,26 @@ class Governance:
     # -- state -------------------------------------------------------------------------
 
     def state(self) -> GovState:
-        """Return the persisted governance state (NORMAL if never set)."""
-        with self.store.storage.read() as txn:
-            raw = self.store.storage.get_meta(txn, _STATE_KEY)
+        """Return the persisted governance state (NORMAL if never set).
+
+        Read once per change of the log env: every write request asks, and a change made
+        by another process (``tlog governance resume``) commits a new transaction, which
+        the generation check sees at once.
+        """
+        storage = self.store.storage
+        generation = storage.generation()
+        cached = self._state_cache
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        with storage.read() as txn:
+            raw = storage.get_meta(txn, _STATE_KEY)
         if raw is None:
-            return GovState(NORMAL, "", None, 0)
-        data = json.loads(raw)
-        return GovState(data["state"], data["reason"], data["incident_index"], data["since"])
+            current = GovState(NORMAL, "", None, 0)
+        else:
+            data = json.loads(raw)
+            current = GovState(data["state"], data["reason"], data["incident_index"], data["since"])
+        self._state_cache = (generation, current)
+        return current
 
     def set_state(
         self,
@@ -716,26 +732,32 @@ class ScaleMonitor:
     """
 
     WINDOW_S = 10.0
+    BUCKET_S = 0.1
+    """Writes are counted in buckets of this many seconds (a deque of ~100 per series)."""
 
     def __init__(self, governance: Governance) -> None:
         self.gov = governance
         self.pending = 0
         self.largest_artifact = 0
-        self._writes: dict[str, list[tuple[float, int]]] = {}
-        self._reads: list[tuple[float, float]] = []
+        self._writes: dict[str, deque[list[float]]] = {}  # [bucket start, count]
+        self._reads: deque[tuple[float, float]] = deque()
         self._armed: dict[str, bool] = {}
         self._lock = threading.Lock()
 
     def wrote(self, product: str, count: int, largest_body: int) -> None:
         """Note ``count`` accepted entries for product."""
         now = time.monotonic()
+        start = now - now % self.BUCKET_S
         with self._lock:
             self.largest_artifact = max(self.largest_artifact, largest_body)
             for name in (product, "*"):
-                series = self._writes.setdefault(name, [])
-                series.append((now, count))
+                series = self._writes.setdefault(name, deque())
+                if series and series[-1][0] == start:
+                    series[-1][1] += count
+                else:
+                    series.append([start, count])
                 while series and series[0][0] < now - self.WINDOW_S:
-                    series.pop(0)
+                    series.popleft()
 
     def read_took(self, seconds: float) -> None:
         """Note the duration of one read or proof."""
@@ -743,7 +765,7 @@ class ScaleMonitor:
         with self._lock:
             self._reads.append((now, seconds))
             while self._reads and (self._reads[0][0] < now - 60 or len(self._reads) > 10_000):
-                self._reads.pop(0)
+                self._reads.popleft()
 
     def _rate(self, name: str) -> float:
         now = time.monotonic()

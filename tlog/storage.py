@@ -284,6 +284,14 @@ class Storage:
         with self.ienv.begin(write=True) as txn:
             yield txn
 
+    def generation(self) -> int:
+        """Return the log env's last committed transaction id (any process's commit).
+
+        Values read from the log env stay current while this is unchanged, so a cache of
+        them (governance state, API key records) is checked by one cheap call per use.
+        """
+        return int(self.env.info()["last_txnid"])
+
     def usage(self) -> tuple[int, int]:
         """Return (bytes in use, map size) of whichever env is fuller (both have the same
         map size; with many small leaves the index can fill first)."""
