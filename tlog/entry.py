@@ -78,6 +78,7 @@ within signed 64-bit range, so the leaf never needs a bignum tag (RFC 8949 §3.4
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -293,6 +294,20 @@ def encode_metadata(metadata: object) -> tuple[dict[str, Any], bytes]:
 
     The rules are validate_metadata's; raises InvalidEntry naming the offending path.
     """
+    if type(metadata) is dict and all(
+        type(k) is str and type(v) is str for k, v in metadata.items()
+    ):
+        # The common case, a flat map of text (what JSON gives): the one check left is
+        # UTF-8 (cbor2 refuses lone surrogates), and a size bound keeps the encoding small.
+        # Anything else, or an error, takes the general path, which names the problem.
+        if sum(map(len, metadata)) + sum(map(len, metadata.values())) <= MAX_METADATA_BYTES:
+            try:
+                flat: bytes = cbor2.dumps(metadata, canonical=True)
+            except UnicodeEncodeError:
+                pass
+            else:
+                if len(flat) <= MAX_METADATA_BYTES:
+                    return dict(metadata), flat
     if not isinstance(metadata, Mapping):
         raise InvalidEntry(f"metadata: must be a map, got {type(metadata).__name__}")
     plain: dict[str, Any] = _plain_metadata(metadata, "metadata", 1, [0])
@@ -447,6 +462,36 @@ class EnvelopeTemplate:
         return leaf
 
 
+# The parts that depend on one name only: a service has a handful of products, types and
+# principals, so each is checked and encoded once (a failed check raises and is not kept).
+
+
+@functools.lru_cache(maxsize=256)
+def _head_part(product: str) -> bytes:
+    """Return the map head, ``v``, ``product`` and the ``version`` key; checks product."""
+    _check_name("product", product)
+    return (
+        b"".join(
+            (_MAP_HEAD, _K["v"], _cbor_uint(SCHEMA_VERSION), _K["product"], _cbor_text(product))
+        )
+        + _K["version"]
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _type_part(artifact_type: str) -> bytes:
+    """Return ``artifact_type`` and the ``integrated_at`` key; checks the type name."""
+    _check_name("artifact_type", artifact_type)
+    return _K["artifact_type"] + _cbor_text(artifact_type) + _K["integrated_at"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _principal_part(principal: str) -> bytes:
+    """Return ``principal`` and the ``prev_index`` key; checks the principal text."""
+    _check_text("principal", principal, _MAX_PRINCIPAL_CHARS, trim=False)
+    return _K["principal"] + _cbor_text(principal) + _K["prev_index"]
+
+
 def prepare_envelope(
     *,
     product: str,
@@ -465,10 +510,16 @@ def prepare_envelope(
     InvalidEntry naming the field, and LeafTooLarge if even the smallest sequenced fields
     would not fit (a leaf of the largest ones may still be refused by ``leaf``).
     """
-    _check_name("product", product)
-    _check_name("artifact_type", artifact_type)
+    if type(product) is not str:
+        _check_name("product", product)  # raises
+    head = _head_part(product)
+    if type(artifact_type) is not str:
+        _check_name("artifact_type", artifact_type)  # raises
+    type_part = _type_part(artifact_type)
     _check_text("artifact_id", artifact_id, _MAX_ARTIFACT_ID_CHARS, trim=True)
-    _check_text("principal", principal, _MAX_PRINCIPAL_CHARS, trim=False)
+    if type(principal) is not str:
+        _check_text("principal", principal, _MAX_PRINCIPAL_CHARS, trim=False)  # raises
+    principal_part = _principal_part(principal)
     if type(body_sha256) is not bytes:
         raise InvalidEntry(f"body_sha256: must be bytes, got {type(body_sha256).__name__}")
     if len(body_sha256) != _SHA256_BYTES:
@@ -477,19 +528,14 @@ def prepare_envelope(
     if encoded_metadata is None:
         encoded_metadata = encode_metadata(metadata)[1]
     template = EnvelopeTemplate(
-        head=b"".join(
-            (_MAP_HEAD, _K["v"], _cbor_uint(SCHEMA_VERSION), _K["product"], _cbor_text(product))
-        )
-        + _K["version"],
+        head=head,
         middle=b"".join(
             (
                 _K["metadata"],
                 encoded_metadata,
                 _K["body_size"],
                 _cbor_uint(body_size),
-                _K["principal"],
-                _cbor_text(principal),
-                _K["prev_index"],
+                principal_part,
             )
         ),
         tail=b"".join(
@@ -498,9 +544,7 @@ def prepare_envelope(
                 _cbor_text(artifact_id),
                 _K["body_sha256"],
                 b"\x58\x20" + body_sha256,  # a 32-byte string (major type 2)
-                _K["artifact_type"],
-                _cbor_text(artifact_type),
-                _K["integrated_at"],
+                type_part,
             )
         ),
     )

@@ -254,7 +254,7 @@ class Governance:
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}
         self.on_threat: Callable[[str], None] | None = None
-        # (generation, state): the persisted state as of that log-env transaction.
+        # (snapshot id, state): the persisted state as of that log-env transaction.
         self._state_cache: tuple[int, GovState] | None = None
 
     # -- records -------------------------------------------------------------------
@@ -330,11 +330,11 @@ class Governance:
         the generation check sees at once.
         """
         storage = self.store.storage
-        generation = storage.generation()
-        cached = self._state_cache
-        if cached is not None and cached[0] == generation:
-            return cached[1]
         with storage.read() as txn:
+            generation = storage.snapshot_id(txn)
+            cached = self._state_cache
+            if cached is not None and cached[0] == generation:
+                return cached[1]
             raw = storage.get_meta(txn, _STATE_KEY)
         if raw is None:
             current = GovState(NORMAL, "", None, 0)

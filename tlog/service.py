@@ -14,7 +14,6 @@ bad request never reaches the log.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
@@ -245,7 +244,7 @@ class Service:
             if len(body) > (self.config.limits.max_artifact_bytes + 2) // 3 * 4 + 4:
                 raise PayloadTooLarge(_too_large(self.config.limits.max_artifact_bytes))
             try:
-                body = base64.b64decode(body, validate=True)
+                body = binascii.a2b_base64(body, strict_mode=True)  # RFC 4648 §4, strict
             except (binascii.Error, ValueError):
                 raise InvalidEntry("body is not valid base64") from None
         elif not isinstance(body, bytes):

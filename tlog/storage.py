@@ -284,13 +284,17 @@ class Storage:
         with self.ienv.begin(write=True) as txn:
             yield txn
 
-    def generation(self) -> int:
-        """Return the log env's last committed transaction id (any process's commit).
+    @staticmethod
+    def snapshot_id(txn: Txn) -> int:
+        """Return the id of the committed transaction a read transaction sees.
 
-        Values read from the log env stay current while this is unchanged, so a cache of
-        them (governance state, API key records) is checked by one cheap call per use.
+        Values read from the log env stay current while this is unchanged, so a cache
+        of them (governance state, API key records) is checked with one cheap read
+        transaction. (Not ``env.info()["last_txnid"]``: LMDB updates the meta page
+        before the reader table, so a read begun between the two sees the older
+        snapshot under the newer id.)
         """
-        return int(self.env.info()["last_txnid"])
+        return int(txn.id())
 
     def usage(self) -> tuple[int, int]:
         """Return (bytes in use, map size) of whichever env is fuller (both have the same

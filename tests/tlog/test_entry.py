@@ -1005,3 +1005,18 @@ def test_template_of_an_envelope_encodes_like_cbor2(envelope: Envelope) -> None:
     for version, prev, at in [(1, None, 0), (24, 23, 255), (2**32, 2**16, 2**63 - 1)]:
         other = dataclasses.replace(e, version=version, prev_index=prev, integrated_at=at)
         assert template.leaf(version, prev, at) == _ref_encode(tlog.entry._to_cbor_map(other))
+
+
+@given(st.dictionaries(st.text(max_size=20), st.text(max_size=60), max_size=12))
+def test_flat_text_metadata_fast_path_equals_the_general_path(metadata: dict[str, str]) -> None:
+    plain, encoded = tlog.entry.encode_metadata(metadata)
+    assert plain == metadata and plain is not metadata
+    general = tlog.entry._plain_metadata(metadata, "metadata", 1, [0])
+    assert encoded == cbor2.dumps(general, canonical=True) == _ref_encode(general)
+
+
+def test_flat_text_metadata_errors_name_the_field() -> None:
+    with pytest.raises(InvalidEntry, match=r"metadata\.title: not valid Unicode"):
+        tlog.entry.encode_metadata({"title": "x\ud800"})
+    with pytest.raises(InvalidEntry, match="encoded size exceeds"):
+        tlog.entry.encode_metadata({"big": "z" * MAX_METADATA_BYTES})
