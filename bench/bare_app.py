@@ -1,4 +1,4 @@
-"""The bare peer of bench/http.py: the least a durable Starlette-on-uvicorn service can do.
+"""The bare peer of bench/http_service.py: the least a durable Starlette-on-uvicorn service can do.
 
 * ``POST /logs/{product}/entries``: read the body, hand it to a group-commit writer
   thread that appends every queued body to one LMDB environment opened with
@@ -24,8 +24,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-# bench/http.py lives next to this file: keep this directory off sys.path, or it would
-# shadow the standard library's http package, which uvicorn and Starlette import.
+# Keep this directory off sys.path: a script in it named like a module would shadow that
+# module for uvicorn and Starlette (bench/http.py did, before it became http_service.py).
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 

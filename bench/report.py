@@ -3,13 +3,16 @@
     .venv/bin/python bench/report.py                       # the newest bench/results/*.json
     .venv/bin/python bench/report.py bench/results/2026-11-28.json
 
-Only the text between ``<!-- generated:start -->`` and ``<!-- generated:end -->`` is
-replaced; everything else in the file (the hand-written sections of each script's
-owner) is kept byte for byte. Without the markers, the generated block is inserted
-before the first ``## `` heading. Plots are PNG files in docs/benchmarks/, drawn with
-matplotlib if it is installed (``.[bench]``); without it the text says they were
-skipped. Published figures of other logs are quoted with their source and hardware and
-marked as not measured here.
+The figures come from that results file. A script it did not run (a run with
+``--only``) is filled in from the newest other results file in the same directory in
+which that script ran and succeeded; every table says which mode (quick or full) and
+which file its figures came from. Only the text between ``<!-- generated:start -->``
+and ``<!-- generated:end -->`` is replaced; everything else in the file (the
+hand-written sections of each script's owner) is kept byte for byte. Without the
+markers, the generated block is inserted before the first ``## `` heading. Plots are
+PNG files in docs/benchmarks/, drawn with matplotlib if it is installed
+(``.[bench]``); without it the text says they were skipped. Published figures of
+other logs are quoted with their source and hardware and marked as not measured here.
 """
 
 from __future__ import annotations
@@ -34,6 +37,19 @@ END = "<!-- generated:end -->"
 
 LOWER_IS_BETTER = {"ms", "µs", "us", "s", "bytes"}
 SIZES = (10**4, 10**5, 10**6, 10**7, 10**8)
+SCRIPTS = (
+    "bench/append.py",
+    "bench/http_service.py",
+    "bench/verify.py",
+    "bench/peers.py",
+    "bench/scale.py",
+)
+RENAMED = {"bench/http.py": "bench/http_service.py"}  # older results use the old names
+
+
+def script_name(name: object) -> str:
+    """Return a script's current name (results written before a rename use the old)."""
+    return RENAMED.get(str(name), str(name))
 
 
 # -- reading the results --------------------------------------------------------------
@@ -52,6 +68,65 @@ def newest_results(directory: Path = RESULTS) -> Path:
     if best is None:
         raise FileNotFoundError(f"no results in {directory}")
     return best[1]
+
+
+def gather(primary: Path, directory: Path | None = None) -> dict[str, Any]:
+    """Return the results in primary, each figure tagged with the ``mode`` and the
+    ``results`` file it came from, and figures of the scripts primary did not run (a
+    run with ``--only``) taken from the newest other results file in directory
+    (default: primary's) where that script ran and succeeded; those are listed under
+    ``filled_in``. A script primary ran, even one that failed, is never filled in."""
+    results = json.loads(primary.read_text())
+    mode = results.get("mode", "?")
+    figures = [
+        {**f, "script": script_name(f.get("script", "?")), "mode": mode, "results": primary.name}
+        for f in results.get("figures", [])
+    ]
+    ran = {script_name(s.get("script")) for s in results.get("scripts", [])}
+    ran |= {f["script"] for f in figures}
+    others = []
+    for path in (primary.parent if directory is None else directory).glob("*.json"):
+        if path.resolve() == primary.resolve():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("figures"), list):
+            others.append((str(data.get("finished", "")), path, data))
+    others.sort(key=lambda t: (t[0], t[1].name), reverse=True)
+    filled: list[dict[str, Any]] = []
+    for script in SCRIPTS:
+        if script in ran:
+            continue
+        for _, path, data in others:
+            record = next(
+                (
+                    s
+                    for s in data.get("scripts", [])
+                    if script_name(s.get("script")) == script and s.get("status") == "ok"
+                ),
+                None,
+            )
+            found = [f for f in data["figures"] if script_name(f.get("script")) == script]
+            if record is None or not found:
+                continue
+            other_mode = data.get("mode", "?")
+            figures += [
+                {**f, "script": script, "mode": other_mode, "results": path.name} for f in found
+            ]
+            filled.append(
+                {
+                    **record,
+                    "script": script,
+                    "mode": other_mode,
+                    "results": path.name,
+                    "started": data.get("started", "?"),
+                    "revision": data.get("revision", "?"),
+                }
+            )
+            break
+    return {**results, "figures": figures, "filled_in": filled}
 
 
 class Figures:
@@ -207,7 +282,7 @@ def comparisons(figs: Figures) -> dict[str, tuple[list[Cell], list[Cell]]]:
             pm_over = float(pm["value"]) - float(pm["params"].get("mean_leaf_bytes", 0))
             fig_cmp("disk_per_entry_overhead", [], [("pymerkle SQLite", pm_over)])
 
-    # HTTP (bench/http.py).
+    # HTTP (bench/http_service.py).
     bare = ("of the bare app", "bare_submit")
     fig_cmp("http_submit_single", [bare])
     for p in ("p50", "p99"):
@@ -284,7 +359,7 @@ def comparisons(figs: Figures) -> dict[str, tuple[list[Cell], list[Cell]]]:
 
 GROUPS = (
     ("Log engine, in process (bench/append.py)", "bench/append.py", None),
-    ("HTTP service (bench/http.py)", "bench/http.py", None),
+    ("HTTP service (bench/http_service.py)", "bench/http_service.py", None),
     ("Auditor (bench/verify.py)", "bench/verify.py", None),
     ("Scale curves (bench/scale.py)", "bench/scale.py", None),
     ("Floors of this machine (bench/peers.py)", "bench/peers.py", "floor_"),
@@ -311,6 +386,10 @@ PARAM_KEYS = (
     "achieved_requests_per_s",
     "entries_per_request",
     "subroot_cache",
+    "requests",
+    "refusal_records",
+    "all_recorded",
+    "audit_clean",
 )
 
 
@@ -335,7 +414,7 @@ def _deterministic(f: dict[str, Any]) -> bool:
     """A one-measurement figure by design (disk bytes) or a ratio of medians."""
     what = str(f.get("params", {}).get("what", "")) + str(f.get("params", {}).get("of", ""))
     return int(f.get("runs", 0)) == 1 and (
-        "deterministic" in what or "median" in what or f["unit"] == "bytes"
+        "deterministic" in what or "derived" in what or "median" in what or f["unit"] == "bytes"
     )
 
 
@@ -355,7 +434,21 @@ def _order(name: str) -> tuple[int, str]:
     return (-1, "")
 
 
-def figure_tables(figs: Figures, cmp: dict[str, tuple[list[Cell], list[Cell]]]) -> list[str]:
+def source_text(rows: Iterable[dict[str, Any]], primary: str | None = None) -> str:
+    """Return "quick mode", or "full mode, from `file`" for figures of another run."""
+    parts = []
+    pairs = {(str(f.get("mode", "?")), f.get("results")) for f in rows}
+    for mode, results in sorted(pairs, key=lambda t: (t[0], str(t[1]))):
+        text = f"{mode} mode"
+        if results is not None and results != primary:
+            text += f", from [`bench/results/{results}`](../bench/results/{results})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def figure_tables(
+    figs: Figures, cmp: dict[str, tuple[list[Cell], list[Cell]]], primary: str | None = None
+) -> list[str]:
     lines: list[str] = []
     seen: set[str] = set()
     for title, script, prefix in GROUPS:
@@ -373,7 +466,7 @@ def figure_tables(figs: Figures, cmp: dict[str, tuple[list[Cell], list[Cell]]]) 
         if not rows:
             continue
         lines += [
-            f"#### {title}",
+            f"#### {title}: {source_text(rows, primary)}",
             "",
             "| figure | value (median) | min – max | runs | vs floor | vs pymerkle | parameters |",
             "|---|---|---|---|---|---|---|",
@@ -773,6 +866,29 @@ def reading(figs: Figures) -> list[str]:
                 f"{num(p99_90)} ms (p99) at 90%."
             )
         out.append(text)
+    storm = figs.get("http_refusal_storm")
+    if storm:
+        sp = storm.get("params", {})
+        statuses = ", ".join(
+            f"{n:,} × {code}" for code, n in sorted(sp.get("refused_by_status", {}).items())
+        )
+        text = (
+            f"**Refusal storm**: {num(sp.get('requests'))} refused requests ({statuses}) over "
+            f"{sp.get('connections', '?')} connections, answered at {num(float(storm['value']))} "
+            f"refusals/s, each written durably to the audit log before its answer. Read back "
+            f"over HTTP and audited with the verifier: {num(sp.get('refusal_records'))} refusal "
+            "records"
+        )
+        if sp.get("all_recorded"):
+            text += ", one per refusal, and the audit log audits clean."
+        else:
+            text += (
+                f"; NOT every refusal has its record (missing: {sp.get('missing_records')}; "
+                f"audit clean: {sp.get('audit_clean')}"
+                + (f", {sp['audit_error']}" if sp.get("audit_error") else "")
+                + ")."
+            )
+        out.append(text)
     if has("receipt_verify_no_cache", "floor_ed25519_verify"):
         ours, ed = v("receipt_verify_no_cache"), v("floor_ed25519_verify")
         assert ours and ed
@@ -842,6 +958,9 @@ def render(
     cmp = comparisons(figs)
     m = results.get("machine", {})
     mode = results.get("mode", "?")
+    command = str(results.get("command", ""))
+    made_by = {"bench/run_all.py --quick": "make bench", "bench/run_all.py": "make bench-full"}
+    filled = list(results.get("filled_in", []))
     lines = [
         START,
         f"<!-- Written by bench/report.py from bench/results/{results_name}; edit the script, "
@@ -849,17 +968,29 @@ def render(
         "",
         "## Side by side: peers, floors and scale (generated)",
         "",
-        f"Run: `make {'bench' if mode == 'quick' else 'bench-full'}` ({mode} mode), "
+        f"Run: `{made_by.get(command, command or '?')}` ({mode} mode), "
         f"{results.get('started', '?')} – {results.get('finished', '?')}, "
         f"{num(results.get('seconds'))} s"
         + (
             f" ({'within' if results.get('within_budget') else 'OVER'} the "
             f"{num(results.get('quick_budget_s'))} s budget)"
-            if mode == "quick"
+            if mode == "quick" and results.get("quick_budget_s")
             else ""
         )
         + f", code at `{results.get('revision', '?')}`. Results: "
-        f"[`bench/results/{results_name}`](../bench/results/{results_name}).",
+        f"[`bench/results/{results_name}`](../bench/results/{results_name})."
+        + (
+            " Scripts this run did not run are filled in from earlier runs: "
+            + "; ".join(
+                f"`{f['script']}` from [`bench/results/{f['results']}`]"
+                f"(../bench/results/{f['results']}) ({f['mode']} mode, {f['started']}, code at "
+                f"`{f['revision']}`)"
+                for f in filled
+            )
+            + "."
+            if filled
+            else ""
+        ),
         "",
         "How to run: `make bench` (quick, under 10 minutes) or `make bench-full` (about an "
         "hour; its scale curve goes to 10^8 entries when the disk has ~56 GB + 10 GiB free, "
@@ -871,19 +1002,25 @@ def render(
         "work just before the run (the figures share the 2 cores with it).",
         "",
         "Every figure is the median of its runs (at least 5, except where `runs` says "
-        "otherwise), with min and max; every record in the results file carries the machine "
-        "and its exact parameters. *vs floor* is ours as a fraction of what this machine "
-        "does with nothing of ours in the way; *vs pymerkle* is ours as a multiple of "
-        "pymerkle (PyPI) at the same tree size. Both are oriented so that **> 1 means ours is "
-        "better** (for latencies and bytes the ratio is theirs / ours).",
+        "otherwise: a disk size is one deterministic measurement, a ratio of two medians is "
+        "derived, and each says so in its record), with min and max; each table says which "
+        "mode (quick or full) and which results file its figures came from; every record in "
+        "the results file carries the machine and its exact parameters. *vs floor* is ours "
+        "as a fraction of what this machine does with nothing of ours in the way; *vs "
+        "pymerkle* is ours as a multiple of pymerkle (PyPI) at the same tree size. Both are "
+        "oriented so that **> 1 means ours is better** (for latencies and bytes the ratio is "
+        "theirs / ours).",
         "",
-        "| script | status | seconds | figures | skipped | its CPU (cores) | "
+        "| script | mode | status | seconds | figures | skipped | its CPU (cores) | "
         "other work meanwhile (cores) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for s in results.get("scripts", []):
+    rows = [{**s, "mode": mode, "results": results_name} for s in results.get("scripts", [])]
+    for s in rows + filled:
         lines.append(
-            f"| `{s['script']}` | {s['status']}"
+            f"| `{script_name(s['script'])}` | {s['mode']}"
+            + (f" (from `{s['results']}`)" if s["results"] != results_name else "")
+            + f" | {s['status']}"
             + (f" (exit {s['returncode']})" if s["status"] != "ok" else "")
             + f" | {num(s['seconds'])} | {s['figures']} | {s.get('skipped', 0)} | "
             f"{num(s.get('script_cpu_cores'))} | {num(s.get('other_cpu_cores'))} |"
@@ -928,7 +1065,7 @@ def render(
     else:
         lines += [f"No plots: {plot_note}", ""]
     lines += ["### Every figure", ""]
-    lines += figure_tables(figs, cmp)
+    lines += figure_tables(figs, cmp, results_name)
     lines += ["### Published figures of other logs (NOT measured here)", ""]
     lines += published_table(figs)
     lines.append(END)
@@ -950,9 +1087,11 @@ def splice(doc: str, block: str) -> str:
 
 def generate(results_path: Path, doc: Path = DOC, plots_dir: Path = PLOTS) -> dict[str, Any]:
     """Regenerate doc's generated block and the plots from results_path; return notes."""
-    results = json.loads(results_path.read_text())
+    results = gather(results_path)
     figs = Figures(results.get("figures", []))
     caption = f"bench/results/{results_path.name} ({results.get('mode', '?')} mode)"
+    if results["filled_in"]:
+        caption += " + " + ", ".join(f["results"] for f in results["filled_in"])
     made, note = plots(figs, plots_dir, caption)
     block = render(results, results_path.name, made, note)
     old = doc.read_text() if doc.exists() else "# Benchmarks\n"
@@ -967,6 +1106,10 @@ def generate(results_path: Path, doc: Path = DOC, plots_dir: Path = PLOTS) -> di
     }
     if note:
         notes["skipped"] = [{"name": "plots", "skipped": note}]
+    if results["filled_in"]:
+        notes["filled_in"] = [
+            {k: f[k] for k in ("script", "mode", "results")} for f in results["filled_in"]
+        ]
     return notes
 
 

@@ -1,9 +1,11 @@
 """Run the whole benchmark suite, keep the results and regenerate docs/benchmarks.md.
 
-Runs bench/append.py, http.py, verify.py, peers.py and scale.py one after the other,
+Runs bench/append.py, http_service.py, verify.py, peers.py and scale.py one after the other,
 each as a subprocess in its own session (so its own process group), collects the JSON
-lines they print, writes ``bench/results/<date>.json`` and then runs bench/report.py,
-which regenerates the generated part of docs/benchmarks.md and its plots.
+lines they print, writes ``bench/results/<date>.json`` (``<date>-quick.json`` for a quick
+run on a day that has a full one; ``<date>-<mode>-only-<scripts>.json`` for ``--only``)
+and then runs bench/report.py, which regenerates the generated part of
+docs/benchmarks.md and its plots.
 
     .venv/bin/python bench/run_all.py --quick     # make bench: under 10 minutes
     .venv/bin/python bench/run_all.py             # make bench-full: about an hour
@@ -46,6 +48,7 @@ ROOT = _BENCH.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
 RESULTS = _BENCH / "results"
 QUICK_BUDGET_S = 600.0
+ALIASES = {"http": "http_service"}  # the script's name before it stopped shadowing `http`
 GRACE_S = 20.0
 
 
@@ -72,7 +75,7 @@ class Script:
 # auditor, the peers and floors, and the scale curves (the longest in full mode).
 SCRIPTS = (
     Script("append", ("--quick",), (), 180, 1800),
-    Script("http", ("--quick",), (), 300, 2400),
+    Script("http_service", ("--quick",), (), 480, 2400),
     Script("verify", ("--quick",), (), 120, 900),
     Script("peers", ("--quick",), (), 240, 2400),
     Script("scale", ("--quick",), (), 120, 5400),
@@ -177,7 +180,7 @@ def _alive(pid: int) -> bool:
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """Stop a script we started and anything it left: SIGTERM to its group and to every
-    descendant of ours (whose own sessions, e.g. http.py's servers, a group signal would
+    descendant of ours (whose own sessions, e.g. http_service.py's servers, a group signal would
     miss); SIGKILL after GRACE_S seconds. The scripts turn SIGTERM into cleanup (servers
     stopped, temp dirs removed)."""
     family = [*([proc.pid] if proc.poll() is None else []), *descendants(os.getpid())]
@@ -315,8 +318,8 @@ def tools() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         skipped.append(
             {
                 "name": "wrk",
-                "script": "bench/http.py",
-                "skipped": "wrk is not on PATH: bench/http.py drives the load with its "
+                "script": "bench/http_service.py",
+                "skipped": "wrk is not on PATH: bench/http_service.py drives the load with its "
                 "built-in asyncio generator instead",
             }
         )
@@ -343,14 +346,22 @@ def tools() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return found, skipped
 
 
-def results_path(date: str, quick: bool) -> Path:
-    """bench/results/<date>.json; a quick run never replaces a full run of the same
-    day: it goes to <date>-quick.json instead."""
-    path = RESULTS / f"{date}.json"
+def results_path(
+    date: str, quick: bool, only: list[str] | None = None, directory: Path = RESULTS
+) -> Path:
+    """bench/results/<date>.json for the whole suite; a quick run never replaces a full
+    run of the same day: it goes to <date>-quick.json instead. A run of some scripts
+    only (``--only``) never replaces a whole suite's results either: it goes to
+    <date>-<mode>-only-<script>[+<script>...].json (report.py fills the other scripts
+    in from the newest results that have them, and says so)."""
+    if only:
+        mode = "quick" if quick else "full"
+        return directory / f"{date}-{mode}-only-{'+'.join(only)}.json"
+    path = directory / f"{date}.json"
     if quick and path.exists():
         with contextlib.suppress(OSError, ValueError):
             if json.loads(path.read_text()).get("mode") == "full":
-                return RESULTS / f"{date}-quick.json"
+                return directory / f"{date}-quick.json"
     return path
 
 
@@ -362,13 +373,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the quick suite (make bench)")
     parser.add_argument(
-        "--only", help="comma-separated scripts (append, http, verify, peers, scale)"
+        "--only",
+        help="comma-separated scripts (append, http_service, verify, peers, scale; "
+        "http is short for http_service)",
     )
     parser.add_argument("--no-report", action="store_true", help="do not regenerate the docs")
     parser.add_argument("--output", type=Path, help="results file (default bench/results/)")
     args = parser.parse_args(argv)
     names = [s.name for s in SCRIPTS]
     only = names if not args.only else [n.strip() for n in args.only.split(",")]
+    only = [ALIASES.get(n, n) for n in only]
     unknown = set(only) - set(names)
     if unknown:
         parser.error(f"unknown scripts: {', '.join(sorted(unknown))}")
@@ -436,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         results["quick_budget_s"] = QUICK_BUDGET_S
         results["within_budget"] = seconds <= QUICK_BUDGET_S
-    out = args.output or results_path(date, args.quick)
+    partial = None if set(only) == set(names) else [n for n in names if n in only]
+    out = args.output or results_path(date, args.quick, partial)
     out.parent.mkdir(parents=True, exist_ok=True)
     _write(out, results)
     common.progress(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")

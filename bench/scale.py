@@ -43,9 +43,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-# bench/ holds scripts named like standard modules (bench/http.py), and Python puts a
-# script's directory first on sys.path, where it would shadow them. Take bench/ off the
-# path and load the shared helpers by file name.
+# Python puts a script's directory first on sys.path, where a script named like a module
+# would shadow it (bench/http.py did, before it became bench/http_service.py). Keep bench/
+# off the path and load the shared helpers by file name.
 _BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
 if "_common" not in sys.modules:

@@ -35,9 +35,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-# bench/ holds scripts named like standard modules (bench/http.py) and Python puts a
-# script's directory first on sys.path, where it would shadow them (verifier.client
-# imports http.client). Take bench/ off the path; load the shared helpers by file name.
+# Python puts a script's directory first on sys.path, where a script named like a module
+# would shadow it (bench/http.py did, before it became bench/http_service.py: verifier.client
+# imports http.client). Keep bench/ off the path; load the shared helpers by file name.
 _BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
 if "_common" not in sys.modules:

@@ -13,9 +13,11 @@ import base64
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +41,7 @@ from tlog.governance import (
     decode_audit_record,
     sign_request,
 )
+from tlog.http import REFUSALS as AUDITED_STATUSES
 from tlog.http import create_app
 from tlog.keys import create_key, load_key_any
 from tlog.metrics import Metrics
@@ -952,18 +955,73 @@ def test_key_create_and_revoke_are_audit_records(env: Env) -> None:
     assert env.post("beta", token=token).status_code == 401
 
 
-def test_refusal_storm_every_refusal_is_recorded(env: Env) -> None:
+def _storm(env: Env, n: int, mixed: bool) -> list[Callable[[], Any]]:
+    """Return n refused calls: all 401 (no key), or a shuffled mix of what clients get
+    wrong, from fresh keys that the detectors freeze (scope) and cool off (writes)."""
+    if not mixed:
+        return [lambda: env.client.get("/logs/alpha/checkpoint")] * n
+    writers = [env.service.keys.create("alpha", {"submit", "read"})[1] for _ in range(3)]
+    reader = env.service.keys.create("alpha", {"read"})[1]
+    forged = _forged(env)
+    items = [doc() for _ in range(11)]  # one over max_batch_items
+
+    def mix(i: int) -> list[Callable[[], Any]]:
+        w = writers[i % len(writers)]
+        c = env.client
+        return [
+            lambda: c.get("/logs/alpha/checkpoint", headers=env.auth(token=forged)),  # 401
+            lambda: c.post("/logs/alpha/entries", json=doc()),  # 401, no key
+            lambda: env.get("/logs/alpha/checkpoint", "beta"),  # 403 cross-product
+            lambda: c.put("/logs/alpha/entries/0", headers=env.auth(token=w)),  # 405
+            lambda: c.delete("/logs/alpha/checkpoint", headers=env.auth(token=w)),  # 405
+            lambda: env.post(token=w, artifact_type="song"),  # 422, then 429 cool-off
+            lambda: c.post(  # 415, then 429
+                "/logs/alpha/entries",
+                content=b"{}",
+                headers=env.auth(token=w) | {"Content-Type": "text/plain"},
+            ),
+            lambda: c.post(  # 413, then 429
+                "/logs/alpha/entries/batch", json=items, headers=env.auth(token=w)
+            ),
+            lambda: env.post(token=reader),  # 403 missing scope, then key_frozen
+        ]
+
+    rnd = random.Random(6)
+    return [rnd.choice(mix(i)) for i in range(n)]
+
+
+@pytest.mark.parametrize(("n", "mixed"), [(500, False), (2000, True)], ids=["401", "mixed"])
+def test_refusal_storm_every_refusal_is_recorded(
+    make_env: Callable[..., Env], n: int, mixed: bool
+) -> None:
+    """Issue #6: the audit records of a refusal storm are all present afterwards, one
+    per refused request (by status, method and path), and the audit log audits clean.
+    bench/http_service.py (http_refusal_storm) does the same with 10,000 over HTTP."""
+    env = make_env(limits={"max_batch_items": 10})
+    calls = _storm(env, n, mixed)
     audit_before = env.gov.audit.size
-
-    def refused(_: int) -> int:
-        return int(env.client.get("/logs/alpha/checkpoint").status_code)
-
     with ThreadPoolExecutor(16) as pool:
-        statuses = list(pool.map(refused, range(500)))
-    assert statuses == [401] * 500
+        answers = list(pool.map(lambda call: call(), calls))
+    answered = Counter((r.status_code, r.request.method, r.request.url.path) for r in answers)
+    assert {status for status, _, _ in answered} <= AUDITED_STATUSES
     records = env.records(audit_before, "refusal")
-    assert len(records) == 500
-    assert all(r.detail["status"] == 401 and r.principal is None for r in records)
+    recorded = Counter((r.detail["status"], r.detail["method"], r.detail["path"]) for r in records)
+    assert len(records) == n
+    assert recorded == answered
+    if not mixed:
+        assert all(r.detail["status"] == 401 and r.principal is None for r in records)
+        return
+    statuses = Counter(r.status_code for r in answers)
+    assert set(statuses) == {401, 403, 405, 413, 415, 422, 429}, statuses
+    beta = env.auth("beta")["Authorization"]
+    crossed = [r for r in answers if r.request.headers.get("authorization") == beta]
+    assert crossed and {r.status_code for r in crossed} == {403}
+    assert len(env.threat_records("cross_product_access", audit_before)) == len(crossed)
+    assert env.threat_records("ai_escalation", audit_before)  # the writers cooled off
+    assert env.threat_records("executor_override", audit_before)  # the reader was frozen
+    key = parse_vkey(env.get("/logs/_audit/key", token=env.auditor).text.strip())
+    result = audit_log(ClientSource(env, "/logs/_audit", env.auditor), [key], origin=key.name)
+    assert result.entries == env.gov.audit.size >= audit_before + n
 
 
 class ClientSource:

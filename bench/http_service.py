@@ -26,9 +26,17 @@ keep-alive, one request in flight per connection, requests prepared in advance.
     bare_get                      the bare peer's constant GET (requests/s)
     http_submit_vs_bare           http_submit_single / bare_submit, paired runs (ratio)
     http_checkpoint_vs_bare_get   http_read_checkpoint / bare_get, ratio of medians
+    http_refusal_storm            10,000 refused requests (401, 403, 405, 413, 415, 422,
+                                  429: a mix of what clients get wrong, over 64
+                                  connections, measured as 5 windows of 2,000; refusals/s),
+                                  then the audit log read back over HTTP with an
+                                  audit-scoped key and audited with the verifier:
+                                  ``params.all_recorded`` says whether every refusal has
+                                  its audit record (counted by status, method and path)
 
-``value`` is the median of the runs (at least 5; ``--quick`` does 3 runs of 3 s and
-says so in ``params``). Only 2xx answers count in rates and latencies; anything else
+``value`` is the median of the runs: 5 runs of 10 s per figure, 5 of 3 s with
+``--quick`` (which says so in ``params``). Only 2xx answers count in rates and
+latencies (but for the storm, where only refusals count); anything else
 is listed in ``params.errors``. ``params`` also carry the CPU used during the measured
 window, in cores, since the generator shares the machine's cores with the server: the
 load generator's (``client_cpu_cores``), the server's (``server_cpu_cores``), the
@@ -37,9 +45,10 @@ rate per fully used server core (``per_server_core_s``), which other load on the
 machine disturbs far less than the rate itself. ``machine.background_cpu_cores`` is
 the load measured for 2 s before the servers start; ``params.revision`` the commit.
 
-    .venv/bin/python bench/http.py --quick      # ~2-3 minutes
-    .venv/bin/python bench/http.py              # ~10 minutes
-    .venv/bin/python bench/http.py --profile /tmp/prof.txt   # + py-spy of the server
+    .venv/bin/python bench/http_service.py --quick      # ~3 minutes
+    .venv/bin/python bench/http_service.py              # ~10 minutes
+    .venv/bin/python bench/http_service.py --storm-only # the refusal storm alone, ~30 s
+    .venv/bin/python bench/http_service.py --profile /tmp/prof.txt   # + py-spy
 """
 
 from __future__ import annotations
@@ -67,8 +76,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-# This file is called http.py: keep its directory off the front of sys.path, or it would
-# shadow the standard library's http package (asyncio and uvicorn import it).
+# Python puts a script's directory first on sys.path. Move bench/ to the end: nothing
+# in it may shadow an installed or standard module (this file was once bench/http.py,
+# which shadowed the standard library's http package), and _common is still found.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
@@ -107,7 +117,7 @@ class Mode:
     quick: bool
 
 
-QUICK = Mode(runs=3, duration=3.0, warmup=0.5, quick=True)
+QUICK = Mode(runs=5, duration=3.0, warmup=0.5, quick=True)
 FULL = Mode(runs=5, duration=10.0, warmup=1.0, quick=False)
 
 
@@ -838,13 +848,17 @@ def non_2xx(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
 async def bench(
     mode: Mode,
     ours: Server,
-    bare: Server,
-    key: str,
+    bare: Server | None,
+    keys: dict[str, str],
     wrk: str | None,
     scripts: Path,
     m: dict[str, Any],
     profile: tuple[str, Path] | None,
+    data: Path,
+    storm: int,
+    storm_only: bool = False,
 ) -> None:
+    key = keys[PRODUCT]
     generator = "wrk" if wrk else "built-in asyncio (uvloop) generator"
     common = {
         "revision": revision(),
@@ -856,6 +870,9 @@ async def bench(
     if mode.quick:
         common["note"] = f"quick mode: {mode.runs} runs of {mode.duration:g} s (full: 5 of 10 s)"
     runs = range(mode.runs)
+    if storm_only or bare is None:
+        await refusal_storm(ours, data, keys, storm, m, common)
+        return
 
     # 1. single submissions, interleaved with the bare peer's POST and GET (paired runs).
     single = Driver("submit", ours, submit_requests(ours.port, key, 1024), mode, wrk, scripts)
@@ -1055,7 +1072,12 @@ async def bench(
             "http_checkpoint_vs_bare_get",
             [read_medians["checkpoint"] / bare_get_median],
             "ratio",
-            {**common, "of": "median http_read_checkpoint / median bare_get"},
+            {
+                **common,
+                "of": "median http_read_checkpoint / median bare_get",
+                "what": f"derived: one ratio of two medians (of {mode.runs} runs each), "
+                "not a measurement of its own",
+            },
             m,
         )
     )
@@ -1087,11 +1109,429 @@ async def bench(
         emit(figure(f"http_submit_open_{pct}pct_p50", [p50_ms(r) for r in res], "ms", params, m))
         emit(figure(f"http_submit_open_{pct}pct_p99", [p99_ms(r) for r in res], "ms", params, m))
 
+    # 5. a refusal storm, and every refusal's audit record read back and counted.
+    if storm:
+        await refusal_storm(ours, data, keys, storm, m, common)
+
+
+# -- the refusal storm ----------------------------------------------------------------
+
+STORM_REQUESTS = 10_000
+STORM_RUNS = 5  # the storm is measured as this many consecutive windows of equal size
+STORM_WRITERS = 6  # fresh submit keys sending refused writes (each cools off after 20)
+AUDITED = frozenset({401, 403, 405, 409, 413, 415, 422, 429, 503, 504, 507})
+"""The statuses tlog records in its audit log (tlog/http.py REFUSALS; issue #6)."""
+
+
+@dataclass(frozen=True)
+class StormRequest:
+    kind: str  # what the request does wrong
+    method: str
+    path: str
+    raw: bytes
+
+
+def storm_plan(
+    port: int, n: int, writers: Sequence[str], reader: str, other_product: str, seed: int = 5
+) -> list[StormRequest]:
+    """Return n refused requests in a shuffled mix of what clients get wrong.
+
+    ``writers`` are keys of PRODUCT with the submit scope (their refused writes start
+    a 429 cool-off after 20, as they should), ``reader`` a key of PRODUCT without it
+    (frozen after 5 scope violations: 403 key_frozen after that), ``other_product``
+    a key of another product (403 cross-product on every request). Malformed JSON
+    (400) is left out: 400 is not an audited status (tlog/http.py REFUSALS).
+    """
+    rnd = random.Random(seed)
+    base = f"/logs/{PRODUCT}"
+    lesson = json.dumps(submission(rnd, 0)).encode()
+    song = json.dumps({"artifact_type": "song", "metadata": {}, "body": "aGk="}).encode()
+    # One item over the batch limit (max_batch_items = 1000 in the demo config).
+    oversize = json.dumps({"entries": [{}] * 1001}).encode()
+
+    def unknown_key(i: int) -> str:  # our token shape, a key id nobody has
+        return f"bk_{0xDEAD0000 + i % 4096:08x}_" + "A" * 43
+
+    def post(path: str, key: str, body: bytes, ctype: str = "application/json") -> bytes:
+        head = [f"POST {path} HTTP/1.1", f"Host: {HOST}:{port}", f"Authorization: Bearer {key}"]
+        head += [f"Content-Type: {ctype}", f"Content-Length: {len(body)}"]
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+    kinds: list[tuple[str, int, Callable[[int], StormRequest]]] = [
+        (
+            "unknown_key_get",
+            3,
+            lambda i: StormRequest(
+                "unknown_key_get",
+                "GET",
+                f"{base}/checkpoint",
+                http_request("GET", f"{base}/checkpoint", port, unknown_key(i)),
+            ),
+        ),
+        (
+            "unknown_key_post",
+            1,
+            lambda i: StormRequest(
+                "unknown_key_post",
+                "POST",
+                f"{base}/entries",
+                post(f"{base}/entries", unknown_key(i), lesson),
+            ),
+        ),
+        (
+            "cross_product_get",
+            2,
+            lambda i: StormRequest(
+                "cross_product_get",
+                "GET",
+                f"{base}/checkpoint",
+                http_request("GET", f"{base}/checkpoint", port, other_product),
+            ),
+        ),
+        (
+            "put",
+            1,
+            lambda i: StormRequest(
+                "put",
+                "PUT",
+                f"{base}/entries/0",
+                http_request("PUT", f"{base}/entries/0", port, writers[i % len(writers)], b"{}"),
+            ),
+        ),
+        (
+            "delete",
+            1,
+            lambda i: StormRequest(
+                "delete",
+                "DELETE",
+                f"{base}/checkpoint",
+                http_request("DELETE", f"{base}/checkpoint", port, writers[i % len(writers)]),
+            ),
+        ),
+        (
+            "invalid_entry",
+            1,
+            lambda i: StormRequest(
+                "invalid_entry",
+                "POST",
+                f"{base}/entries",
+                post(f"{base}/entries", writers[i % len(writers)], song),
+            ),
+        ),
+        (
+            "wrong_media_type",
+            1,
+            lambda i: StormRequest(
+                "wrong_media_type",
+                "POST",
+                f"{base}/entries",
+                post(f"{base}/entries", writers[i % len(writers)], lesson, "text/plain"),
+            ),
+        ),
+        (
+            "oversize_batch",
+            1,
+            lambda i: StormRequest(
+                "oversize_batch",
+                "POST",
+                f"{base}/entries/batch",
+                post(f"{base}/entries/batch", writers[i % len(writers)], oversize),
+            ),
+        ),
+        (
+            "missing_scope",
+            1,
+            lambda i: StormRequest(
+                "missing_scope", "POST", f"{base}/entries", post(f"{base}/entries", reader, lesson)
+            ),
+        ),
+    ]
+    bag = [make for _, weight, make in kinds for _ in range(weight)]
+    order = [rnd.choice(bag) for _ in range(n)]
+    return [make(i) for i, make in enumerate(order)]
+
+
+@dataclass
+class StormRun:
+    seconds: float
+    answers: dict[tuple[int, str, str], int]  # (status, method, path) -> count
+    kinds: dict[str, dict[int, int]]  # kind -> status -> count
+    latencies: list[float]
+    failures: dict[str, int]
+    cpu: RunResult
+
+    @property
+    def rate(self) -> float:
+        return sum(self.answers.values()) / self.seconds
+
+
+async def storm_run(server: Server, plan: Sequence[StormRequest], connections: int) -> StormRun:
+    """Send every request of plan over `connections` keep-alive connections, one request
+    in flight on each (closed loop); count the answers by status, method and path."""
+    answers: dict[tuple[int, str, str], int] = {}
+    kinds: dict[str, dict[int, int]] = {}
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    todo = iter(plan)
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(HOST, server.port)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return reader, writer
+
+    async def worker(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        reader, writer = conn
+        try:
+            for req in todo:  # one shared iterator: every request is sent once
+                t0 = time.perf_counter()
+                try:
+                    writer.write(req.raw)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    found = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+                    await reader.readexactly(int(found.group(1)) if found else 0)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                    failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+                    writer.close()
+                    reader, writer = await connect()
+                    continue
+                latencies.append(time.perf_counter() - t0)
+                status = int(head[9:12])
+                k = (status, req.method, req.path)
+                answers[k] = answers.get(k, 0) + 1
+                by = kinds.setdefault(req.kind, {})
+                by[status] = by.get(status, 0) + 1
+                if re.search(rb"(?i)\r\nconnection:\s*close", head):
+                    writer.close()
+                    reader, writer = await connect()
+        finally:
+            writer.close()
+
+    conns = [await connect() for _ in range(connections)]
+    cpu = _CpuWindow(server, self_cpu_seconds)
+    t0 = time.perf_counter()
+    cpu.start()
+    await asyncio.gather(*(worker(c) for c in conns))
+    cpu.stop()
+    seconds = time.perf_counter() - t0
+    result = RunResult(seconds, sum(answers.values()), [])
+    cpu.fill(result)
+    return StormRun(seconds, answers, kinds, latencies, failures, result)
+
+
+class _RecordingSource:
+    """A verifier TileSource over HTTP that keeps the entry bundles it fetched, so the
+    records counted are exactly the leaves the audit verified."""
+
+    def __init__(self, prefix: str, token: str) -> None:
+        from verifier.client import open_source
+
+        self.inner = open_source(prefix, token=token)
+        self.bundles: dict[str, bytes] = {}
+
+    def location(self, path: str) -> str:
+        return str(self.inner.location(path))
+
+    def fetch(self, path: str, *, max_bytes: int) -> bytes:
+        data = bytes(self.inner.fetch(path, max_bytes=max_bytes))
+        if path.startswith("tile/entries/"):
+            self.bundles[path] = data
+        return data
+
+
+def audit_records(source: _RecordingSource, start: int, end: int) -> list[dict[str, Any]]:
+    """Return the audit records of entries start..end-1 from the bundles the audit read."""
+    import cbor2
+
+    from verifier.tiles import TILE_WIDTH, decode_bundle, parse_tile_path
+
+    leaves: dict[int, bytes] = {}
+    for path, data in source.bundles.items():
+        tile = parse_tile_path(path)
+        for j, leaf in enumerate(decode_bundle(data)[: tile.width]):
+            leaves[tile.index * TILE_WIDTH + j] = leaf
+    missing = [i for i in range(start, end) if i not in leaves]
+    if missing:
+        raise RuntimeError(f"the audit read no bundle for audit entries {missing[:5]}...")
+    return [dict(cbor2.loads(leaves[i])) for i in range(start, end)]
+
+
+def audit_checkpoint_size(prefix: str, token: str) -> int:
+    from verifier.client import fetch_checkpoint, open_source
+
+    text = fetch_checkpoint(open_source(prefix, token=token)).decode()
+    return int(text.split("\n")[1])
+
+
+def tlog_cli(data: Path, *args: str) -> str:
+    """Run the tlog CLI on the server's data directory (as an operator does while it
+    serves); return its stdout."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tlog", "--data", str(data), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"tlog {' '.join(args)} failed: {out.stderr[-500:]}")
+    return out.stdout
+
+
+async def refusal_storm(
+    ours: Server,
+    data: Path,
+    keys: dict[str, str],
+    n: int,
+    m: dict[str, Any],
+    common: dict[str, Any],
+) -> None:
+    """http_refusal_storm: n refused requests over CONNECTIONS connections, then check
+    over HTTP, with the verifier, that each one left its audit record and that the
+    audit log audits clean (issue #6: "the audit records of a refusal storm (10,000
+    refused requests) are all present afterwards")."""
+    from verifier.audit import audit_log
+    from verifier.note import parse_vkey
+
+    # Fresh keys, made with the CLI while the server runs (it reads keys per request);
+    # the demo key of PRODUCT (scopes submit, read, audit) reads the audit log.
+    audit_key = keys[PRODUCT]
+    other = next(p for p in sorted(keys) if p != PRODUCT)
+    tokens = []
+    for product, scopes in [(PRODUCT, "submit,read")] * STORM_WRITERS + [
+        (PRODUCT, "read"),
+        (other, "submit,read"),
+    ]:
+        out = await asyncio.to_thread(
+            tlog_cli, data, "keys", "create", "--product", product, "--scopes", scopes
+        )
+        tokens.append(out.strip())
+    writers, reader, other_key = tokens[:STORM_WRITERS], tokens[-2], tokens[-1]
+    plan = storm_plan(ours.port, n, writers, reader, other_key)
+    prefix = f"http://{HOST}:{ours.port}/logs/_audit"
+    # The CLI's key_created records reach the server's checkpoint at its next refresh
+    # (every 2 s): wait for it, so that the storm's records start at `before`.
+    await asyncio.sleep(2.5)
+    before = await asyncio.to_thread(audit_checkpoint_size, prefix, audit_key)
+    per_run = -(-n // STORM_RUNS)
+    runs: list[StormRun] = []
+    for i in range(STORM_RUNS):
+        chunk = plan[i * per_run : (i + 1) * per_run]
+        if not chunk:
+            break
+        runs.append(await storm_run(ours, chunk, CONNECTIONS))
+        r = runs[-1]
+        progress(
+            f"refusal storm window {i + 1}/{STORM_RUNS}: {len(chunk):,} requests, "
+            f"{r.rate:,.0f}/s; cores: server {r.cpu.server_cpu:.2f}, "
+            f"client {r.cpu.client_cpu:.2f}" + (f"; failures {r.failures}" if r.failures else "")
+        )
+    answers: dict[tuple[int, str, str], int] = {}
+    kinds: dict[str, dict[int, int]] = {}
+    failures: dict[str, int] = {}
+    for r in runs:
+        for k, c in r.answers.items():
+            answers[k] = answers.get(k, 0) + c
+        for kind, by in r.kinds.items():
+            into = kinds.setdefault(kind, {})
+            for s, c in by.items():
+                into[s] = into.get(s, 0) + c
+        for failure, c in r.failures.items():
+            failures[failure] = failures.get(failure, 0) + c
+    refused = {k: c for k, c in answers.items() if k[0] in AUDITED}
+    not_refused = {k: c for k, c in answers.items() if k[0] not in AUDITED}
+
+    # The audit log, read back over HTTP with an audit-scoped key and audited in full.
+    t0 = time.perf_counter()
+    vkey = (await get_text(ours, "/logs/_audit/key", audit_key)).strip()
+    key = parse_vkey(vkey)
+    source = _RecordingSource(prefix, audit_key)
+    clean, why, audited = True, "", 0
+    records: list[dict[str, Any]] = []
+    try:
+        result = await asyncio.to_thread(audit_log, source, [key], origin=key.name)
+        audited = result.entries
+        records = audit_records(source, before, audited)
+    except Exception as exc:  # any VerificationError (or fetch failure) is the finding
+        clean, why = False, f"{type(exc).__name__}: {exc}"
+    audit_s = time.perf_counter() - t0
+    recorded: dict[tuple[int, str, str], int] = {}
+    threats: dict[str, int] = {}
+    others: dict[str, int] = {}
+    for rec in records:
+        kind = str(rec.get("type"))
+        detail = rec.get("detail") or {}
+        if kind == "refusal":
+            k = (int(detail["status"]), str(detail["method"]), str(detail["path"]))
+            recorded[k] = recorded.get(k, 0) + 1
+        elif kind == "threat":
+            threats[str(detail.get("threat"))] = threats.get(str(detail.get("threat")), 0) + 1
+        else:
+            others[kind] = others.get(kind, 0) + 1
+    missing = {k: c - recorded.get(k, 0) for k, c in refused.items() if c > recorded.get(k, 0)}
+    extra = {k: c - refused.get(k, 0) for k, c in recorded.items() if c > refused.get(k, 0)}
+    total_refused = sum(refused.values())
+    total_recorded = sum(recorded.values())
+    all_recorded = clean and not missing and total_refused == n and not not_refused
+
+    def by_status(counts: dict[tuple[int, str, str], int]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (status, _, _), c in sorted(counts.items()):
+            out[str(status)] = out.get(str(status), 0) + c
+        return out
+
+    def named(counts: dict[tuple[int, str, str], int]) -> dict[str, int]:
+        return {f"{s} {meth} {path}": c for (s, meth, path), c in sorted(counts.items())}
+
+    lat = sorted(x for r in runs for x in r.latencies)
+    params = {
+        **{k: v for k, v in common.items() if k not in ("duration_s", "generator", "note")},
+        "generator": "built-in asyncio streams, closed loop (wrk cannot tell the statuses apart)",
+        "requests": n,
+        "windows": len(runs),
+        "requests_per_window": per_run,
+        "mix": {kind: dict(sorted(by.items())) for kind, by in sorted(kinds.items())},
+        "keys": f"{STORM_WRITERS} fresh submit keys for the refused writes (cool-off after 20 "
+        "each: 429), 1 fresh read-only key (frozen after 5 scope violations), 1 fresh key of "
+        f"{other} (cross-product), unknown keys; fresh keys made with `tlog keys create` "
+        "while the server ran",
+        "not_in_mix": "malformed JSON (400): not an audited status (tlog/http.py REFUSALS)",
+        "refused": total_refused,
+        "refused_by_status": by_status(refused),
+        "answers_not_refused": named(not_refused),
+        "audit_size_before": before,
+        "audit_entries_audited": audited,
+        "audit_clean": clean,
+        **({"audit_error": why} if why else {}),
+        "audit_seconds": round(audit_s, 2),
+        "refusal_records": total_recorded,
+        "refusal_records_by_status": by_status(recorded),
+        "threat_records": dict(sorted(threats.items())),
+        "other_records": dict(sorted(others.items())),
+        "missing_records": named(missing),
+        "extra_records": named(extra),
+        "all_recorded": all_recorded,
+        "p50_ms": round(percentile(lat, 50) * 1000, 2) if lat else None,
+        "p99_ms": round(percentile(lat, 99) * 1000, 2) if lat else None,
+        **cpu_params([r.cpu for r in runs]),
+        **({"errors": failures} if failures else {}),
+        **floor(f"all {n:,} refusals have their audit record", all_recorded),
+    }
+    progress(
+        f"refusal storm: {total_refused:,} refused of {n:,}; {total_recorded:,} refusal records "
+        f"in audit entries {before:,}..{audited:,}; audit clean: {clean}"
+        + (f" ({why})" if why else "")
+        + f"; missing {sum(missing.values())}, extra {sum(extra.values())}; "
+        f"all recorded: {all_recorded}"
+    )
+    emit(figure("http_refusal_storm", [r.rate for r in runs], "refusals/s", params, m))
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 runs of 3 s per figure")
-    parser.add_argument("--runs", type=int, help="runs per figure (default 5, quick 3)")
+    parser.add_argument("--quick", action="store_true", help="5 runs of 3 s per figure")
+    parser.add_argument("--runs", type=int, help="runs per figure (default 5)")
     parser.add_argument("--duration", type=float, help="seconds per run (default 10, quick 3)")
     parser.add_argument(
         "--generator",
@@ -1111,7 +1551,19 @@ def main(argv: list[str] | None = None) -> int:
         default=shutil.which("py-spy") or "/tmp/probe-venv/bin/py-spy",
         help="py-spy executable for --profile",
     )
+    parser.add_argument(
+        "--storm",
+        type=int,
+        default=STORM_REQUESTS,
+        metavar="N",
+        help=f"refused requests in the refusal storm (default {STORM_REQUESTS:,}; 0: none)",
+    )
+    parser.add_argument(
+        "--storm-only", action="store_true", help="run only the refusal storm (no bare peer)"
+    )
     args = parser.parse_args(argv)
+    if args.storm < 0 or (args.storm_only and args.storm == 0):
+        parser.error("--storm must be positive (and not 0 with --storm-only)")
     mode = QUICK if args.quick else FULL
     if args.runs is not None:
         mode = Mode(args.runs, mode.duration, mode.warmup, mode.quick or args.runs < 5)
@@ -1140,18 +1592,34 @@ def main(argv: list[str] | None = None) -> int:
         tlog_argv += ["serve", "--host", HOST, "--port", str(tlog_port)]
         bare_argv = [sys.executable, str(ROOT / "bench" / "bare_app.py")]
         bare_argv += ["--data", str(tmp / "bare"), "--host", HOST, "--port", str(bare_port)]
-        with (
-            running("tlog", tlog_argv, tlog_port, tmp) as ours,
-            running("bare", bare_argv, bare_port, tmp) as bare,
-        ):
-            key = demo_keys(ours)[PRODUCT]
-            progress(f"tlog serve pid {ours.pid} on port {tlog_port}; bare peer pid {bare.pid}")
+        with contextlib.ExitStack() as stack:
+            ours = stack.enter_context(running("tlog", tlog_argv, tlog_port, tmp))
+            bare = None
+            if not args.storm_only:
+                bare = stack.enter_context(running("bare", bare_argv, bare_port, tmp))
+            keys = demo_keys(ours)
+            peer = f"bare peer pid {bare.pid}" if bare is not None else "no bare peer"
+            progress(f"tlog serve pid {ours.pid} on port {tlog_port}; {peer}")
             run = asyncio.run
             with contextlib.suppress(ImportError):
                 import uvloop
 
                 run = uvloop.run
-            run(bench(mode, ours, bare, key, wrk, tmp, m, profile))
+            run(
+                bench(
+                    mode,
+                    ours,
+                    bare,
+                    keys,
+                    wrk,
+                    tmp,
+                    m,
+                    profile,
+                    tmp / "tlog",
+                    args.storm,
+                    args.storm_only,
+                )
+            )
     return 0
 
 
