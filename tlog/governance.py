@@ -41,6 +41,7 @@ The note itself is stored in the audit record, so anyone can check who approved 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
@@ -237,6 +238,7 @@ def sign_request(owner: Signer, action: str, **fields: str) -> str:
             raise BadRequest(f"{key} must be one non-empty line")
         lines.append(f"{key} {value}")
     lines.append(f"time {time.time_ns() // 1_000_000}")
+    lines.append(f"nonce {secrets.token_hex(16)}")
     return sign_note("\n".join(lines) + "\n", [owner])
 
 
@@ -415,8 +417,10 @@ class Governance:
     def open_request(self, note: str, action: str) -> dict[str, str]:
         """Verify an owner-signed request for ``action``; return its fields.
 
-        Raises Forbidden if it is not signed by the owner key, is for another action, or
-        is older than a day.
+        Raises Forbidden if it is not signed by the owner key, is for another action, is
+        older than a day, or was used before: each request is single-use (its SHA-256 is
+        recorded when it is opened, in one LMDB transaction, so two processes racing with
+        one note cannot both pass), and a copy read from the audit log cannot be replayed.
         """
         with self.store.storage.read() as txn:
             raw = self.store.storage.get_meta(txn, _OWNER_KEY)
@@ -435,6 +439,12 @@ class Governance:
         age = self._now() - int(fields.get("time", "0"))
         if not 0 <= age <= _REQUEST_MAX_AGE_MS + 60_000:
             raise Forbidden("the signed request is too old or from the future")
+        used = b"request/" + hashlib.sha256(note.encode()).hexdigest().encode()
+        storage = self.store.storage
+        with storage.env.begin(write=True) as txn:
+            if storage.get_meta(txn, used) is not None:
+                raise Forbidden("this signed request was already used; sign a new one")
+            storage.put_meta(txn, used, str(self._now()).encode())
         return fields
 
     def resume(self, note: str) -> GovState:

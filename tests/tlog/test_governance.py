@@ -544,6 +544,14 @@ def test_halt_refuses_writes_keeps_reads_and_resume_needs_the_owner(env: Env) ->
     assert record.detail["request"] == note
     assert "action resume" in open_note(note, [parse_vkey(env.owner.vkey)]).text
     assert env.post().status_code == 201
+    # A signed request is single-use: the copy in the audit log cannot resume again.
+    halted = env.gov.halt("second drill")
+    replayed = decode_audit_record(env.gov.audit.entry(resumed.incident_index)).detail["request"]
+    with pytest.raises(Forbidden, match="already used"):
+        env.gov.resume(replayed)
+    assert env.gov.state() == halted
+    assert env.post().status_code == 503
+    assert env.gov.resume(sign_request(env.owner, "resume", reason="done")).state == NORMAL
 
 
 def test_unapproved_config_edit_starts_halted_until_approved(
