@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -81,6 +82,7 @@ __all__ = [
 ]
 
 NORMAL, READ_ONLY, HALTED = "NORMAL", "READ_ONLY", "HALTED"
+_log = logging.getLogger("tlog.governance")
 _STATE_KEY = b"governance/state"
 _OWNER_KEY = b"governance/owner_vkey"
 _CONFIG_KEY = b"governance/config_fingerprint"
@@ -253,6 +255,11 @@ class Governance:
         self.audit: Log = store.log(AUDIT_LOG)
         store.audit_log = AUDIT_LOG
         store.audit_hook = self._append_record
+        store.on_integrity_failure = self._writer_integrity_failure
+        self._halt_lock = threading.Lock()
+        # Set when the audit log itself failed its consistency check: nothing can be
+        # recorded, so writes are refused from memory (until a restart and tlog fsck).
+        self._memory_halt: str | None = None
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}
         self.on_threat: Callable[[str], None] | None = None
@@ -384,6 +391,14 @@ class Governance:
 
     def check_writable(self) -> None:
         """Raise Halted (503) if HALTED, ReadOnly (507) if READ_ONLY."""
+        if self._memory_halt is not None:
+            raise Halted(
+                f"writes are suspended: the audit log failed its integrity check "
+                f"({self._memory_halt[:200]})",
+                code="operations_halted",
+                reason="integrity_violation",
+                incident_index=None,
+            )
         current = self.state()
         message = f"writes are suspended ({current.state}): {current.reason}"
         if current.state == READ_ONLY:
@@ -395,6 +410,30 @@ class Governance:
                 reason=current.reason,
                 incident_index=current.incident_index,
             )
+
+    def _writer_integrity_failure(self, log_name: str, problem: str) -> None:
+        """Halt because the writer refused a batch whose tree would not extend the last
+        signed checkpoint (tlog.log.IntegrityFailure), with an audit_tampering record.
+
+        Called on the writer thread, so the halt runs on a thread of its own: its audit
+        records go through that writer. If the failing log is the audit log, nothing can
+        be recorded; writes are then refused from memory.
+        """
+        detail = {"log": log_name, "first_bad_index": None, "problems": [problem[:500]]}
+        if log_name == AUDIT_LOG:
+            self._memory_halt = problem
+            return
+
+        def halt() -> None:
+            with self._halt_lock:
+                try:
+                    if self.state().state != HALTED:
+                        self.threat("audit_tampering", detail, product=log_name)
+                        self.halt("integrity_violation", detail)
+                except TlogError:
+                    _log.exception("could not halt after an integrity failure in %s", log_name)
+
+        threading.Thread(target=halt, name="tlog-integrity-halt", daemon=True).start()
 
     def integrity_violation(self, log_name: str, report: Any) -> GovState:
         """Record an integrity mismatch (audit tampering) and halt; return the state."""

@@ -62,7 +62,7 @@ from tlog.governance import (
     decode_audit_record,
 )
 from tlog.integrity import IntegrityWatch
-from tlog.log import ENVELOPE, Appended, Draft, Log
+from tlog.log import ENVELOPE, Appended, Draft, IntegrityFailure, Log
 from tlog.metrics import CONTENT_TYPE, Metrics
 from tlog.receipts import receipts_json
 from tlog.service import Service, new_artifact_ids
@@ -151,6 +151,14 @@ def _status_of(exc: Exception) -> int:
 
 def _error_response(request: Request, exc: Exception) -> Response:
     status = _status_of(exc)
+    if isinstance(exc, IntegrityFailure):
+        _log.error("integrity failure on %s %s: %s", request.method, request.url.path, exc)
+        return problem(
+            500,
+            exc.code,
+            "nothing was written: the stored tree does not extend the last signed "
+            "checkpoint; writes are halting (see GET /governance/state)",
+        )
     if status >= 500 and not isinstance(exc, Pushback | StorageFull | DeadlineExceeded):
         _log.error("internal error on %s %s: %r", request.method, request.url.path, exc)
         return problem(500, "internal_error", "an internal error occurred")

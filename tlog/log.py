@@ -87,6 +87,16 @@ MAX_INDEX_BACKLOG = 32
 _EMPTY_SHA256 = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 
 
+class IntegrityFailure(StorageError):
+    """A batch would sign a tree that does not extend the log's last signed checkpoint:
+    stored hashes no longer match what was signed. Nothing is written (500), and the
+    store's ``on_integrity_failure`` hook is told (governance halts on it)."""
+
+    code = "integrity_failure"
+    log_name: str = ""
+    """The log whose batch failed."""
+
+
 class VersionConflict(Conflict):
     """A submission's expected_version is not the artifact's latest version."""
 
@@ -603,9 +613,17 @@ class Log:
             root = builder.root(new_size)
             if size:
                 # Never sign a tree that does not extend the last signed one.
-                verify_consistency(
-                    size, new_size, builder.consistency_proof(size, new_size), self._root, root
-                )
+                try:
+                    verify_consistency(
+                        size, new_size, builder.consistency_proof(size, new_size), self._root, root
+                    )
+                except VerificationError as exc:
+                    failure = IntegrityFailure(
+                        f"log {self.name}: the tree of size {new_size} does not extend the "
+                        f"signed checkpoint of size {size} ({exc}); nothing was written"
+                    )
+                    failure.log_name = self.name
+                    raise failure from exc
             note = sign_checkpoint(Checkpoint(self.origin, new_size, root), self.signer)
             st.put_checkpoint(txn, dbs, new_size, note.encode())
             if envelopes:
@@ -865,6 +883,10 @@ class Store:
         self.audit_log: str | None = None
         """Name of the log that receives one record per batch appended to any other log."""
         self.audit_hook: AuditHook | None = None
+        # Called from the writer thread, (log name, problem), when a batch was refused
+        # because its tree would not extend the last signed checkpoint. It must not wait
+        # for the writer (governance halts from another thread).
+        self.on_integrity_failure: Callable[[str, str], None] | None = None
         self.on_batch: Callable[[dict[str, int], int, float], None] | None = None
         """Called after each committed batch with (entries appended per log, items, seconds)."""
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -1106,6 +1128,11 @@ class Store:
                 log._discard()
             for job in jobs:
                 job.deliver(exc)
+            if isinstance(exc, IntegrityFailure) and self.on_integrity_failure is not None:
+                try:
+                    self.on_integrity_failure(exc.log_name, str(exc))
+                except Exception:
+                    _log.exception("integrity failure hook failed")
             return
         except BaseException:
             for log in touched:

@@ -47,6 +47,7 @@ from tlog.keys import create_key, load_key_any
 from tlog.metrics import Metrics
 from tlog.service import Service
 from tlog.storage import tile_key, u64
+from tlog.tree import ROW_OFFSETS, TILE_WIDTH
 from verifier.audit import audit_log
 from verifier.checkpoint import open_checkpoint
 from verifier.errors import FetchFailed, ResourceNotFound
@@ -816,13 +817,46 @@ def test_writer_never_signs_a_tree_inconsistent_with_its_last_checkpoint(env: En
     env.reopen()
     audit_before = env.gov.audit.size
     r = env.post(artifact_id="e3")
-    assert r.status_code == 500 and r.json()["code"] == "internal_error"
+    assert r.status_code == 500 and r.json()["code"] == "integrity_failure"
     assert env.size() == 3
     assert env.get("/logs/alpha/checkpoint").text == before
     with env.service.store.storage.read() as txn:
         cursor = txn.cursor(env.service.store.log("alpha").dbs.checkpoints)
         assert [int.from_bytes(bytes(k), "big") for k in cursor.iternext(values=False)][-1] == 3
     assert [r for r in env.records(audit_before, "append") if r.product == "alpha"] == []
+    # The refusal halts the service at once (not only at the next integrity-watch pass).
+    assert wait_for(lambda: env.gov.state().state == HALTED, 5.0)
+    assert env.gov.state().reason == "integrity_violation"
+    (threat,) = env.threat_records("audit_tampering", start=audit_before)
+    assert threat.detail["log"] == "alpha" and "does not extend" in threat.detail["problems"][0]
+    assert env.post(artifact_id="e4").status_code == 503
+
+
+def test_audit_log_inconsistency_refuses_writes_from_memory(env: Env) -> None:
+    """If the audit log itself fails the check, no record can be written: writes stop."""
+    assert env.post(artifact_id="e0").status_code == 201
+    size = env.gov.audit.size
+    log_id = env.service.store.storage.log_records()[AUDIT_LOG]["id"]
+    env.stop()
+    handle = lmdb.open(str(env.data / "lmdb"), max_dbs=2048, subdir=True)
+    try:
+        tiles = handle.open_db(f"{log_id}/tiles".encode(), create=False)
+        with handle.begin(write=True) as txn:
+            record = bytearray(txn.get(tile_key(0, 0), db=tiles))
+            # The audit tree's largest complete subtree, [0, 2**k): every next root uses it.
+            assert size < TILE_WIDTH
+            record[ROW_OFFSETS[size.bit_length() - 1]] ^= 0xFF
+            txn.put(tile_key(0, 0), bytes(record), db=tiles)
+    finally:
+        handle.close()
+    env.reopen()
+    r = env.post(artifact_id="e1")
+    assert r.status_code == 500 and r.json()["code"] == "integrity_failure"
+    assert env.size() == 1 and env.gov.audit.size == size
+    r = env.post(artifact_id="e2")
+    assert r.status_code == 503 and r.json()["reason"] == "integrity_violation"
+    assert env.size() == 1
+    assert env.get("/logs/alpha/checkpoint").status_code == 200
 
 
 def test_legal_hold_keeps_a_body_past_its_retention(env: Env) -> None:
