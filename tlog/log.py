@@ -517,7 +517,13 @@ class Log:
                 self._index_versions(itxn, indexed, list(st.iter_leaves(txn, dbs, indexed, size)))
                 self.store.storage.set_indexed_size(itxn, self.log_id, size)
         seen: dict[bytes, int] = {}
-        batch_ids: set[str] = set()  # a fresh id used twice in one batch: look it up
+        # This batch's versions, bodies and idempotency keys are written after the loop,
+        # each kind in one call (tlog.storage.put_versions says why); until then these
+        # answer the lookups of later items in the same batch.
+        batch_versions: dict[str, tuple[int, int]] = {}
+        batch_idempotency: dict[str, dict[str, Any]] = {}
+        versions: list[tuple[str, int, int]] = []
+        bodies: list[tuple[int, bytes]] = []
         bloom = self._bloom
         if bloom is not None and self._bloom_base is not None:
             bloom.merge(self._bloom_base)
@@ -537,7 +543,9 @@ class Log:
                     )
                 if isinstance(item, Draft):
                     if item.idempotency_key is not None:
-                        rec = st.get_idempotency(txn, dbs, item.idempotency_key)
+                        rec = batch_idempotency.get(item.idempotency_key) or st.get_idempotency(
+                            txn, dbs, item.idempotency_key
+                        )
                         if rec is not None:
                             if rec["digest"] != item.request_digest.hex():
                                 raise Conflict(
@@ -547,12 +555,9 @@ class Log:
                                 _Placed(int(rec["index"]), None, True, artifact_id=item.artifact_id)
                             )
                             continue
-                    latest = (
-                        st.latest_version(itxn, dbs, item.artifact_id)
-                        if not item.fresh_id or item.artifact_id in batch_ids
-                        else None
-                    )
-                    batch_ids.add(item.artifact_id)
+                    latest = batch_versions.get(item.artifact_id)
+                    if latest is None and not item.fresh_id:
+                        latest = st.latest_version(itxn, dbs, item.artifact_id)
                     version, prev = (latest[0] + 1, latest[1]) if latest else (1, None)
                     if item.expected_version is not None and item.expected_version != version - 1:
                         raise VersionConflict(
@@ -592,18 +597,23 @@ class Log:
             if isinstance(item, Draft):
                 assert version is not None
                 placed.append(_Placed(index, leaf, False, version, item.artifact_id, h))
-                st.put_version(itxn, dbs, item.artifact_id, version, index)
+                batch_versions[item.artifact_id] = (version, index)
+                versions.append((item.artifact_id, version, index))
                 if item.body:
-                    st.put_body(txn, dbs, index, item.body)
+                    bodies.append((index, item.body))
                 if item.idempotency_key is not None:
-                    st.put_idempotency(
-                        txn,
-                        dbs,
-                        item.idempotency_key,
-                        {"digest": item.request_digest.hex(), "index": index},
-                    )
+                    batch_idempotency[item.idempotency_key] = {
+                        "digest": item.request_digest.hex(),
+                        "index": index,
+                    }
             else:
                 placed.append(_Placed(index, leaf, False, leaf_hash=h))
+        if versions:
+            st.put_versions(itxn, dbs, versions)
+        if bodies:
+            st.put_bodies(txn, dbs, bodies)
+        if batch_idempotency:
+            st.put_idempotency_many(txn, dbs, list(batch_idempotency.items()))
         if leaves:
             st.put_leaves(txn, dbs, size, leaves)
             new_size = append_hashes(lambda lv, ix: self._record(txn, lv, ix), size, hashes)
