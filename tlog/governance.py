@@ -56,7 +56,7 @@ import cbor2
 
 from tlog import storage as st
 from tlog.config import AUDIT_LOG, Config, fingerprint
-from tlog.errors import BadRequest, Forbidden, Pushback, StorageFull, TlogError
+from tlog.errors import BadRequest, Forbidden, PayloadTooLarge, Pushback, StorageFull, TlogError
 from tlog.log import Log, Outcome, Store
 from verifier.errors import VerificationError
 from verifier.note import Signer, open_note, parse_vkey, sign_note
@@ -714,8 +714,11 @@ class Governance:
                 f"the service holds {total_entries} entries; the limit is "
                 f"{limits.max_entries_global}"
             )
-        self.take_tokens(f"product {log.name}", limits.write_rate_per_product, count)
-        self.take_tokens("all products", limits.write_rate_global, count)
+        self.take_tokens(
+            (f"product {log.name}", limits.write_rate_per_product),
+            ("all products", limits.write_rate_global),
+            count=count,
+        )
 
     def total_entries(self) -> int:
         """Return the number of entries in every product log (not the audit log)."""
@@ -749,20 +752,42 @@ class Governance:
             return None
         return decode_audit_record(self.audit.entry(0))
 
-    def take_tokens(self, bucket: str, rate: int, count: int) -> None:
-        """Take ``count`` tokens from a token bucket refilled at ``rate`` per second
-        (capacity one second of rate). Raises RateLimited with the wait in Retry-After."""
+    def take_tokens(self, *buckets: tuple[str, int], count: int) -> None:
+        """Take ``count`` tokens from each (name, rate) token bucket, all or none.
+
+        Each bucket refills at ``rate`` per second up to one second of rate. Raises
+        PayloadTooLarge (413) if count exceeds a bucket's capacity (waiting would never
+        help), else RateLimited with the longest wait in Retry-After; a refusal takes no
+        tokens from any bucket.
+        """
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(bucket, (float(rate), now))
-            tokens = min(float(rate), tokens + (now - last) * rate)
-            if count > tokens:
-                self._buckets[bucket] = (tokens, now)
-                wait = (count - tokens) / rate
-                raise RateLimited(
-                    f"write rate over {rate} entries/s for {bucket}", retry_after=max(wait, 0.001)
+            levels = []
+            wait = 0.0
+            for name, rate in buckets:
+                if count > rate:
+                    raise PayloadTooLarge(
+                        f"{count} entries in one request exceed the write-rate limit of "
+                        f"{rate} entries/s for {name}; send smaller batches"
+                    )
+                tokens, last = self._buckets.get(name, (float(rate), now))
+                tokens = min(float(rate), tokens + (now - last) * rate)
+                levels.append((name, tokens))
+                if count > tokens:
+                    wait = max(wait, (count - tokens) / rate)
+            if wait > 0:
+                for name, tokens in levels:
+                    self._buckets[name] = (tokens, now)
+                over = ", ".join(
+                    f"{name} ({rate}/s)"
+                    for (name, rate), (_, t) in zip(buckets, levels, strict=True)
+                    if count > t
                 )
-            self._buckets[bucket] = (tokens - count, now)
+                raise RateLimited(
+                    f"write rate over the limit for {over}", retry_after=max(wait, 0.001)
+                )
+            for name, tokens in levels:
+                self._buckets[name] = (tokens - count, now)
 
 
 def _index(outcome: Outcome) -> int:

@@ -360,6 +360,23 @@ def test_limit_write_rate_global_429(make_env: Callable[..., Env]) -> None:
     }
 
 
+def test_write_rate_refusal_takes_no_tokens_and_a_batch_over_capacity_is_413(
+    make_env: Callable[..., Env],
+) -> None:
+    env = make_env(limits={"write_rate_per_product": 3, "write_rate_global": 4})
+    # More entries than one second of the rate can never pass: 413, not a 429 to retry.
+    r = env.batch(4)
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+    assert "write-rate limit" in r.json()["detail"]
+    assert env.batch(3).status_code == 201  # alpha: 3 of 3; global: 3 of 4
+    # beta has 3 tokens but the global bucket about 1: refused, and beta keeps its tokens.
+    r = env.batch(3, "beta")
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    beta_tokens, _ = env.gov._buckets["product beta"]
+    assert beta_tokens >= 2.99
+    assert env.sizes() == {"alpha": 3, "beta": 0, "gamma": 0}
+
+
 def test_limit_entry_count_per_product_507(make_env: Callable[..., Env]) -> None:
     env = make_env(limits={"max_entries_per_product": 5, "max_entries_global": 1000})
     assert env.batch(5).status_code == 201
