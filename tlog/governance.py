@@ -443,7 +443,12 @@ class Governance:
             "problems": report.problems[:5],
         }
         self.threat("audit_tampering", detail, product=log_name)
-        return self.halt("integrity_violation", detail)
+        current = self.state()
+        if current.state == HALTED and current.reason == "integrity_violation":
+            return current
+        # Also when halted for another reason: the integrity problem takes over, so that
+        # approving a config (which resumes a config halt) cannot resume past it.
+        return self.set_state(HALTED, "integrity_violation", detail=detail)
 
     # -- owner key and signed requests --------------------------------------------------
 

@@ -742,13 +742,25 @@ def _json_text(text: str, status: int) -> Response:
     return Response(text.encode("utf-8"), status, media_type="application/json")
 
 
-def _watch_once(service: Service, checker: IntegrityWatch) -> None:
-    """One integrity-watch pass over every log; halts on the first mismatch."""
-    if service.governance.state().state == HALTED:
-        return  # already halted: an operator is on it, do not repeat the record
+def _watch_once(
+    service: Service, checker: IntegrityWatch, reported: set[tuple[str, int | None]]
+) -> None:
+    """One integrity-watch pass over every log; halts on the first mismatch.
+
+    The watch goes on while the service is halted for another reason (an unapproved
+    config, an operator's drill), so tampering meanwhile is recorded when it happens;
+    ``reported`` keeps each (log, first bad index) to one record while the halt lasts.
+    """
+    state = service.governance.state()
+    if state.state == HALTED and state.reason == "integrity_violation":
+        return  # already halted for this: an operator is on it
     for name, log in list(service.store.logs.items()):
         report = checker.check(log)
         if not report.ok:
+            found = (name, report.first_bad_index)
+            if state.state == HALTED and found in reported:
+                return
+            reported.add(found)
             _log.error("integrity violation in %s: %s", name, report.summary())
             service.governance.integrity_violation(name, report)
             return
@@ -892,10 +904,11 @@ def create_app(
 
         async def watch() -> None:
             checker = IntegrityWatch()
+            reported: set[tuple[str, int | None]] = set()
             while True:
                 await asyncio.sleep(integrity_period)
                 try:
-                    await run_in_threadpool(_watch_once, service, checker)
+                    await run_in_threadpool(_watch_once, service, checker, reported)
                 except Exception:
                     _log.exception("integrity watch failed")
 

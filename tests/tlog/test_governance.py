@@ -813,6 +813,25 @@ def test_tampered_leaf_halts_within_an_integrity_period_and_fsck_names_it(
     assert others and all(": OK (" in line for line in others)
 
 
+def test_integrity_watch_goes_on_while_halted_for_another_reason(
+    make_env: Callable[..., Env],
+) -> None:
+    env = make_env(integrity_period=0.2)
+    for i in range(3):
+        assert env.post(artifact_id=f"e{i}").status_code == 201
+    drill = env.gov.halt("operator drill")
+    audit_before = env.gov.audit.size
+    flip_leaf_byte(env, "alpha", 1)
+    assert wait_for(lambda: env.gov.state().reason == "integrity_violation", 3.0)
+    state = env.gov.state()
+    assert state.state == HALTED and state.incident_index != drill.incident_index
+    time.sleep(0.6)  # more passes: the mismatch is recorded once
+    (threat,) = env.threat_records("audit_tampering", start=audit_before)
+    assert threat.detail["log"] == "alpha" and threat.detail["first_bad_index"] == 1
+    changed = [r for r in env.records(audit_before, "state_changed")]
+    assert [(r.detail["from"], r.detail["to"]) for r in changed] == [(HALTED, HALTED)]
+
+
 def test_writer_never_signs_a_tree_inconsistent_with_its_last_checkpoint(env: Env) -> None:
     for i in range(3):
         assert env.post(artifact_id=f"e{i}").status_code == 201
