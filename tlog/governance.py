@@ -262,9 +262,27 @@ class Governance:
         self._memory_halt: str | None = None
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}
-        self.on_threat: Callable[[str], None] | None = None
+        self._on_threat: Callable[[str], None] | None = None
+        self._uncounted: list[str] = []  # threats detected before a hook was set
         # (snapshot id, state): the persisted state as of that log-env transaction.
         self._state_cache: tuple[int, GovState] | None = None
+
+    @property
+    def on_threat(self) -> Callable[[str], None] | None:
+        """Called with each threat detected (the HTTP app counts them in /metrics).
+
+        Threats detected before it is set (an unapproved config found while opening the
+        data directory) are passed to it when it is set, so they are counted too.
+        """
+        return self._on_threat
+
+    @on_threat.setter
+    def on_threat(self, hook: Callable[[str], None] | None) -> None:
+        self._on_threat = hook
+        if hook is not None:
+            uncounted, self._uncounted = self._uncounted, []
+            for threat in uncounted:
+                hook(threat)
 
     # -- records -------------------------------------------------------------------
 
@@ -740,8 +758,10 @@ class Governance:
         """Count a threat detection and return its audit leaf (the caller appends it)."""
         if threat not in THREATS:
             raise AssertionError(f"bad math: unknown threat {threat!r}")
-        if self.on_threat is not None:
-            self.on_threat(threat)
+        if self._on_threat is not None:
+            self._on_threat(threat)
+        else:
+            self._uncounted.append(threat)
         return self.leaf(
             "threat", principal=principal, product=product, detail={"threat": threat, **detail}
         )

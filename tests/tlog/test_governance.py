@@ -593,6 +593,9 @@ def test_unapproved_config_edit_starts_halted_until_approved(
     assert r.status_code == 503 and r.json()["code"] == "operations_halted"
     assert r.json()["reason"] == "governance_config_mismatch"
     assert env.get("/logs/alpha/entries/0").status_code == 200
+    # Found while opening, before the app existed: counted all the same.
+    assert env.threat_count("silent_schema_drift") == 1
+    assert len(env.threat_records("silent_schema_drift")) == 1
     changes = len(env.records(0, "state_changed"))
     env.reopen()  # still unapproved: still halted, no second record
     assert env.gov.state() == state
