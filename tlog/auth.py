@@ -185,11 +185,11 @@ class KeyStore:
 
     def _record_of(self, key_id: str) -> dict[str, Any] | None:
         """Return the stored record of a key id, or None; read once per log-env change."""
+        cached = self._cache.get(key_id)
+        if cached is not None and cached[0] == self._storage.last_txnid():
+            return cached[1]
         with self._storage.env.begin() as txn:
             generation = self._storage.snapshot_id(txn)
-            cached = self._cache.get(key_id)
-            if cached is not None and cached[0] == generation:
-                return cached[1]
             raw = self._storage.get_meta(txn, b"apikey/" + key_id.encode())
         record = json.loads(raw) if raw is not None else None
         if len(self._cache) >= _CACHE_KEYS:

@@ -354,14 +354,14 @@ class Governance:
 
         Read once per change of the log env: every write request asks, and a change made
         by another process (``tlog governance resume``) commits a new transaction, which
-        the generation check sees at once.
+        the check against the env's last transaction id sees at once.
         """
         storage = self.store.storage
+        cached = self._state_cache
+        if cached is not None and cached[0] == storage.last_txnid():
+            return cached[1]
         with storage.read() as txn:
             generation = storage.snapshot_id(txn)
-            cached = self._state_cache
-            if cached is not None and cached[0] == generation:
-                return cached[1]
             raw = storage.get_meta(txn, _STATE_KEY)
         if raw is None:
             current = GovState(NORMAL, "", None, 0)

@@ -898,6 +898,7 @@ def create_app(
                 await asyncio.sleep(2)
                 try:
                     service.store.refresh()
+                    service.store.storage.refresh_usage()  # other processes, the indexer
                     await api.review_scale()
                 except Exception:
                     _log.exception("periodic governance check failed")

@@ -150,6 +150,7 @@ class Storage:
         self.path = path
         self.map_size = map_size
         self._max_dbs = 8 * max_logs + 4
+        self._usage: tuple[int, int] | None = None
         try:
             self.env = lmdb.open(
                 str(path / "lmdb"),
@@ -267,16 +268,16 @@ class Storage:
             if wtxn.index_begun is not None:
                 wtxn.index_begun.abort()
             raise
-        if wtxn.index_begun is None:
-            return
-        try:
-            wtxn.index_begun.commit()
-        except lmdb.Error:
-            # The log is durable, so the batch succeeded: do not report a failure, or the
-            # caller would drop state that is on disk. The index is behind
-            # (indexed_size() says how far); the next batch of each log, or the next
-            # open, indexes the missing leaves before any lookup.
-            _log.exception("index commit failed after a durable log commit; catching up later")
+        if wtxn.index_begun is not None:
+            try:
+                wtxn.index_begun.commit()
+            except lmdb.Error:
+                # The log is durable, so the batch succeeded: do not report a failure, or
+                # the caller would drop state that is on disk. The index is behind
+                # (indexed_size() says how far); the next batch of each log, or the next
+                # open, indexes the missing leaves before any lookup.
+                _log.exception("index commit failed after a durable log commit; catching up")
+        self.refresh_usage()
 
     @contextmanager
     def write_index(self) -> Iterator[Txn]:
@@ -288,19 +289,34 @@ class Storage:
     def snapshot_id(txn: Txn) -> int:
         """Return the id of the committed transaction a read transaction sees.
 
-        Values read from the log env stay current while this is unchanged, so a cache
-        of them (governance state, API key records) is checked with one cheap read
-        transaction. (Not ``env.info()["last_txnid"]``: LMDB updates the meta page
-        before the reader table, so a read begun between the two sees the older
-        snapshot under the newer id.)
+        Key a cached value by this id, and trust it while last_txnid() still equals it.
+        (Not by last_txnid() read before the transaction: LMDB writes the meta page
+        before it updates the reader table, so a read begun between the two sees the
+        older snapshot while last_txnid() already gives the newer id.)
         """
         return int(txn.id())
 
+    def last_txnid(self) -> int:
+        """Return the id of the log env's newest committed transaction (any process's).
+
+        A value cached with the snapshot id it was read at (snapshot_id) is current while
+        this still equals that id: the check for a cache on the request path, one call
+        that reads LMDB's meta page, without a read transaction.
+        """
+        return int(self.env.info()["last_txnid"])
+
     def usage(self) -> tuple[int, int]:
         """Return (bytes in use, map size) of whichever env is fuller (both have the same
-        map size; with many small leaves the index can fill first)."""
-        used = max(self.disk_bytes().values())
-        return used, int(self.env.info()["map_size"])
+        map size; with many small leaves the index can fill first), as of the last write
+        transaction of this process or the last refresh_usage (no LMDB call here: every
+        write request asks)."""
+        return self._usage if self._usage is not None else self.refresh_usage()
+
+    def refresh_usage(self) -> tuple[int, int]:
+        """Measure and remember usage(); called after each write commit and periodically
+        (another process's writes, the indexer's)."""
+        self._usage = (max(self.disk_bytes().values()), int(self.env.info()["map_size"]))
+        return self._usage
 
     def disk_bytes(self) -> dict[str, int]:
         """Return the bytes in use by each environment's data file."""
