@@ -4,7 +4,10 @@ Starts ``tlog serve`` on 127.0.0.1 on a free port with a fresh temporary data
 directory (so it initialises the demo and prints one API key per product, read
 here from its stdout), and ``bench/bare_app.py`` (the bare peer: Starlette on
 uvicorn with the same settings, a POST that only appends the body to LMDB through a
-group-commit writer thread with fsync, and a constant GET). Both are always
+group-commit writer thread with fsync, and a constant GET), and
+``bench/ungoverned_app.py`` (``tlog serve`` on its own fresh data directory with the
+governance work of the submission path monkeypatched to no-ops in that process only:
+a probe to measure governance's cost, never a way to run the service). All are always
 stopped and the data removed at exit, also on an error, Ctrl-C or SIGTERM.
 
 The load comes from ``wrk`` (with a generated Lua script) if it is on PATH, else
@@ -25,6 +28,14 @@ keep-alive, one request in flight per connection, requests prepared in advance.
     bare_submit                   the bare peer's POST (requests/s)
     bare_get                      the bare peer's constant GET (requests/s)
     http_submit_vs_bare           http_submit_single / bare_submit, paired runs (ratio)
+    http_submit_single_ungoverned the same POST, same runs, to bench/ungoverned_app.py: tlog
+                                  serve with governance's submission-path work as
+                                  no-ops (a benchmark probe only, never the service)
+    http_governance_overhead      1 - http_submit_single / http_submit_single_ungoverned,
+                                  run by run (the two servers alternate, A B A B ...);
+                                  issue #6: at most 0.10 (fraction)
+    http_submit_batch100_ungoverned, http_batch_governance_overhead
+                                  the same for batches of 100
     http_checkpoint_vs_bare_get   http_read_checkpoint / bare_get, ratio of medians
     http_refusal_storm            10,000 refused requests (401, 403, 405, 413, 415, 422,
                                   429: a mix of what clients get wrong, over 64
@@ -48,6 +59,9 @@ the load measured for 2 s before the servers start; ``params.revision`` the comm
     .venv/bin/python bench/http_service.py --quick      # ~3 minutes
     .venv/bin/python bench/http_service.py              # ~10 minutes
     .venv/bin/python bench/http_service.py --storm-only # the refusal storm alone, ~30 s
+    .venv/bin/python bench/http_service.py --quick --governance-only  # governance's cost, ~2 min
+    .venv/bin/python bench/http_service.py --quick --governance-only --ungoverned-stubs audit
+                                                        # attribute it: skip only the audit record
     .venv/bin/python bench/http_service.py --profile /tmp/prof.txt   # + py-spy
 """
 
@@ -107,6 +121,7 @@ FLOOR_SUBMIT_RPS = 3_000
 FLOOR_SUBMIT_P99_MS = 100.0
 FLOOR_BATCH_EPS = 50_000
 FLOOR_READ_RPS = 4_000
+MAX_GOVERNANCE_OVERHEAD = 0.10  # issue #6: governance costs submissions at most 10%
 
 
 @dataclass(frozen=True)
@@ -845,6 +860,76 @@ def non_2xx(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
     return {"server_non_2xx": out} if out else {}
 
 
+async def audit_size(server: Server, key: str) -> int:
+    """Return the size of the server's audit log (its checkpoint; needs the audit scope)."""
+    text = await get_text(server, "/logs/_audit/checkpoint", key)
+    return int(text.split("\n")[1])
+
+
+UNGOVERNED = (
+    "bench/ungoverned_app.py: tlog serve with the governance work of the submission path "
+    "as no-ops (state check, pending/storage/entry-count limits, token buckets, scale "
+    "monitor, per-batch audit record, cool-off check, integrity watch); a benchmark probe "
+    "to measure governance's cost, never the service"
+)
+
+
+async def alternate(
+    drivers: Sequence[tuple[str, Driver]], mode: Mode, note: Callable[[RunResult], str] = describe
+) -> dict[str, list[RunResult]]:
+    """Run each driver once per round, in the order given, for mode.runs rounds (A B A B
+    ...), so that load from elsewhere on the machine hits each of them alike."""
+    out: dict[str, list[RunResult]] = {label: [] for label, _ in drivers}
+    for i in range(mode.runs):
+        for label, d in drivers:
+            out[label].append(await d.run())
+            progress(f"{label} run {i + 1}/{mode.runs}: {note(out[label][-1])}")
+    return out
+
+
+def overhead_figure(
+    name: str,
+    governed: Sequence[float],
+    ungoverned: Sequence[float],
+    rate_unit: str,
+    of: str,
+    common: dict[str, Any],
+    m: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """1 - governed / ungoverned, pair by pair (the runs alternated A B A B ...)."""
+    pairs = [1 - g / u for g, u in zip(governed, ungoverned, strict=True) if u > 0]
+    if not pairs:
+        raise RuntimeError(f"{name}: no ungoverned run answered anything")
+    gm, um = statistics.median(governed), statistics.median(ungoverned)
+    value = statistics.median(pairs)
+    params = {
+        **common,
+        "of": of,
+        "governed": "tlog serve",
+        "ungoverned": UNGOVERNED,
+        "order": "governed, ungoverned, run by run (A B A B ...)",
+        "rate_unit": rate_unit,
+        "governed_median": round(gm, 1),
+        "governed_min": round(min(governed), 1),
+        "governed_max": round(max(governed), 1),
+        "ungoverned_median": round(um, 1),
+        "ungoverned_min": round(min(ungoverned), 1),
+        "ungoverned_max": round(max(ungoverned), 1),
+        "overhead_of_medians": round(1 - gm / um, 4) if um > 0 else None,
+        **extra,
+        **floor(f"<= {MAX_GOVERNANCE_OVERHEAD:.2f}", value <= MAX_GOVERNANCE_OVERHEAD),
+    }
+    return figure(name, pairs, "fraction", params, m)
+
+
+def core_overhead(governed: Sequence[RunResult], ungoverned: Sequence[RunResult]) -> float | None:
+    """1 - the ratio of the rates per fully used server core (robust to other load)."""
+    g = cpu_params(governed)["per_server_core_s"]
+    u = cpu_params(ungoverned)["per_server_core_s"]
+    return round(1 - g / u, 4) if g and u else None
+
+
 async def bench(
     mode: Mode,
     ours: Server,
@@ -857,7 +942,12 @@ async def bench(
     data: Path,
     storm: int,
     storm_only: bool = False,
+    free: Server | None = None,
+    free_keys: dict[str, str] | None = None,
+    stubs: str | None = None,
 ) -> None:
+    """Measure every figure; without ``bare`` (--governance-only) only the submission
+    figures and governance's cost, without ``free`` none of the ungoverned figures."""
     key = keys[PRODUCT]
     generator = "wrk" if wrk else "built-in asyncio (uvloop) generator"
     common = {
@@ -869,34 +959,44 @@ async def bench(
     }
     if mode.quick:
         common["note"] = f"quick mode: {mode.runs} runs of {mode.duration:g} s (full: 5 of 10 s)"
-    runs = range(mode.runs)
-    if storm_only or bare is None:
+    if storm_only or (bare is None and free is None):
         await refusal_storm(ours, data, keys, storm, m, common)
         return
+    fkey = (free_keys or {}).get(PRODUCT, "")
+    ungoverned = UNGOVERNED + (f"; ONLY the stubs {stubs}" if stubs else "")
+    runs = range(mode.runs)
 
-    # 1. single submissions, interleaved with the bare peer's POST and GET (paired runs).
+    # 1. single submissions, interleaved run by run with the ungoverned server's (A B A B)
+    # and the bare peer's POST and GET (paired runs).
     single = Driver("submit", ours, submit_requests(ours.port, key, 1024), mode, wrk, scripts)
-    bare_post = Driver("bare_post", bare, submit_requests(bare.port, key, 1024), mode, wrk, scripts)
-    bare_get = Driver(
-        "bare_get", bare, get_requests(["/bare"], bare.port, None), mode, wrk, scripts
-    )
-    for d in (single, bare_post, bare_get):
+    drivers = [("submit single", single)]
+    if free is not None:
+        free_single = Driver(
+            "submit_ungoverned", free, submit_requests(free.port, fkey, 1024), mode, wrk, scripts
+        )
+        drivers.append(("submit single ungoverned", free_single))
+    if bare is not None:
+        bare_post = Driver(
+            "bare_post", bare, submit_requests(bare.port, key, 1024), mode, wrk, scripts
+        )
+        bare_get = Driver(
+            "bare_get", bare, get_requests(["/bare"], bare.port, None), mode, wrk, scripts
+        )
+        drivers += [("bare POST", bare_post), ("bare GET", bare_get)]
+    for _, d in drivers:
         await d.warm()
     seen = await server_statuses(ours, key)
-    s_res: list[RunResult] = []
-    bp_res: list[RunResult] = []
-    bg_res: list[RunResult] = []
-    for i in runs:
-        s_res.append(await single.run())
-        progress(f"submit single run {i + 1}/{mode.runs}: {describe(s_res[-1])}")
-        bp_res.append(await bare_post.run())
-        progress(f"bare POST run {i + 1}/{mode.runs}: {describe(bp_res[-1])}")
-        bg_res.append(await bare_get.run())
-        progress(f"bare GET run {i + 1}/{mode.runs}: {describe(bg_res[-1])}")
+    audit0 = await audit_size(ours, key)
+    if free is not None:
+        free_seen = await server_statuses(free, fkey)
+        free_audit0 = await audit_size(free, fkey)
+    ab = await alternate(drivers, mode)
+    s_res = ab["submit single"]
     rates = [r.rate for r in s_res]
     peak = statistics.median(rates)
     now_seen = await server_statuses(ours, key)
     refused, seen = non_2xx(seen, now_seen), now_seen
+    audit_records = await audit_size(ours, key) - audit0
     body_params = {**common, "path": f"POST /logs/{PRODUCT}/entries", "body_bytes": BODY_BYTES}
     emit(
         figure(
@@ -909,6 +1009,7 @@ async def bench(
                 **cpu_params(s_res),
                 **bad_params(s_res),
                 **refused,
+                "audit_records_written": audit_records,
             },
             m,
         )
@@ -926,42 +1027,88 @@ async def bench(
             m,
         )
     )
-    bare_params = {**common, "server": "bench/bare_app.py"}
-    emit(
-        figure(
-            "bare_submit",
-            [r.rate for r in bp_res],
-            "requests/s",
-            {
-                **bare_params,
-                "path": "POST /logs/{product}/entries (append body to LMDB, group commit, fsync)",
-                "body_bytes": BODY_BYTES,
-                "p50_ms": round(statistics.median(p50_ms(r) for r in bp_res), 2),
-                "p99_ms": round(statistics.median(p99_ms(r) for r in bp_res), 2),
-                **cpu_params(bp_res),
-                **bad_params(bp_res),
-            },
-            m,
+    if free is not None:
+        u_res = ab["submit single ungoverned"]
+        free_audit = await audit_size(free, fkey) - free_audit0
+        if free_audit:
+            progress(f"WARNING: the ungoverned server wrote {free_audit} audit records")
+        emit(
+            figure(
+                "http_submit_single_ungoverned",
+                [r.rate for r in u_res],
+                "requests/s",
+                {
+                    **body_params,
+                    "server": ungoverned,
+                    "p50_ms": round(statistics.median(p50_ms(r) for r in u_res), 2),
+                    "p99_ms": round(statistics.median(p99_ms(r) for r in u_res), 2),
+                    **cpu_params(u_res),
+                    **bad_params(u_res),
+                    **non_2xx(free_seen, await server_statuses(free, fkey)),
+                    "audit_records_written": free_audit,
+                },
+                m,
+            )
         )
-    )
-    emit(
-        figure(
-            "bare_get",
-            [r.rate for r in bg_res],
-            "requests/s",
-            {**bare_params, "path": "GET /bare (constant)", **cpu_params(bg_res)},
-            m,
+        emit(
+            overhead_figure(
+                "http_governance_overhead",
+                rates,
+                [r.rate for r in u_res],
+                "requests/s",
+                "1 - http_submit_single / http_submit_single_ungoverned, pair by pair",
+                common,
+                m,
+                {
+                    "ungoverned": ungoverned,
+                    "path": f"POST /logs/{PRODUCT}/entries",
+                    "overhead_per_server_core": core_overhead(s_res, u_res),
+                    "governed_p99_ms": round(statistics.median(p99s), 2),
+                    "ungoverned_p99_ms": round(statistics.median(p99_ms(r) for r in u_res), 2),
+                    "governed_audit_records": audit_records,
+                    "ungoverned_audit_records": free_audit,
+                },
+            )
         )
-    )
-    emit(
-        figure(
-            "http_submit_vs_bare",
-            [a.rate / b.rate for a, b in zip(s_res, bp_res, strict=True)],
-            "ratio",
-            {**common, "of": "http_submit_single / bare_submit, run by run"},
-            m,
+    if bare is not None:
+        bp_res, bg_res = ab["bare POST"], ab["bare GET"]
+        bare_params = {**common, "server": "bench/bare_app.py"}
+        emit(
+            figure(
+                "bare_submit",
+                [r.rate for r in bp_res],
+                "requests/s",
+                {
+                    **bare_params,
+                    "path": "POST /logs/{product}/entries (append body to LMDB, group commit, "
+                    "fsync)",
+                    "body_bytes": BODY_BYTES,
+                    "p50_ms": round(statistics.median(p50_ms(r) for r in bp_res), 2),
+                    "p99_ms": round(statistics.median(p99_ms(r) for r in bp_res), 2),
+                    **cpu_params(bp_res),
+                    **bad_params(bp_res),
+                },
+                m,
+            )
         )
-    )
+        emit(
+            figure(
+                "bare_get",
+                [r.rate for r in bg_res],
+                "requests/s",
+                {**bare_params, "path": "GET /bare (constant)", **cpu_params(bg_res)},
+                m,
+            )
+        )
+        emit(
+            figure(
+                "http_submit_vs_bare",
+                [a.rate / b.rate for a, b in zip(s_res, bp_res, strict=True)],
+                "ratio",
+                {**common, "of": "http_submit_single / bare_submit, run by run"},
+                m,
+            )
+        )
 
     if profile is not None:
         py_spy, out = profile
@@ -987,29 +1134,48 @@ async def bench(
         for line in profile_summary(out):
             progress(line)
 
-    # 2. batches of 100.
+    # 2. batches of 100, alternating with the ungoverned server's (A B A B ...).
     batch = Driver("batch", ours, batch_requests(ours.port, key, 16), mode, wrk, scripts)
-    await batch.warm()
+    drivers = [("batch", batch)]
+    if free is not None:
+        free_batch = Driver(
+            "batch_ungoverned", free, batch_requests(free.port, fkey, 16), mode, wrk, scripts
+        )
+        drivers.append(("batch ungoverned", free_batch))
+    for _, d in drivers:
+        await d.warm()
     seen = await server_statuses(ours, key)
-    b_res: list[RunResult] = []
-    for i in runs:
-        b_res.append(await batch.run())
-        r = b_res[-1]
-        progress(f"batch run {i + 1}/{mode.runs}: {r.rate * BATCH:,.0f} entries/s, {describe(r)}")
+    audit0 = await audit_size(ours, key)
+    if free is not None:
+        free_seen = await server_statuses(free, fkey)
+        free_audit0 = await audit_size(free, fkey)
+
+    def batch_note(r: RunResult) -> str:
+        return f"{r.rate * BATCH:,.0f} entries/s, {describe(r)}"
+
+    ab = await alternate(drivers, mode, batch_note)
+    b_res = ab["batch"]
+    audit_records = await audit_size(ours, key) - audit0
     eps = [r.rate * BATCH for r in b_res]
+
+    def batch_params(results: Sequence[RunResult]) -> dict[str, Any]:
+        return {
+            **common,
+            "path": f"POST /logs/{PRODUCT}/entries/batch",
+            "entries_per_request": BATCH,
+            "body_bytes": BODY_BYTES,
+            "requests_per_s": round(statistics.median(r.rate for r in results), 1),
+            "p50_ms": round(statistics.median(p50_ms(r) for r in results), 2),
+            "p99_ms": round(statistics.median(p99_ms(r) for r in results), 2),
+        }
+
     emit(
         figure(
             "http_submit_batch100",
             eps,
             "entries/s",
             {
-                **common,
-                "path": f"POST /logs/{PRODUCT}/entries/batch",
-                "entries_per_request": BATCH,
-                "body_bytes": BODY_BYTES,
-                "requests_per_s": round(statistics.median(r.rate for r in b_res), 1),
-                "p50_ms": round(statistics.median(p50_ms(r) for r in b_res), 2),
-                "p99_ms": round(statistics.median(p99_ms(r) for r in b_res), 2),
+                **batch_params(b_res),
                 **floor(f">= {FLOOR_BATCH_EPS}", statistics.median(eps) >= FLOOR_BATCH_EPS),
                 **non_2xx(seen, await server_statuses(ours, key)),
                 **cpu_params(b_res),
@@ -1017,10 +1183,54 @@ async def bench(
                     cpu_params(b_res)["per_server_core_s"] * BATCH, 1
                 ),
                 **bad_params(b_res),
+                "audit_records_written": audit_records,
             },
             m,
         )
     )
+    if free is not None:
+        ub_res = ab["batch ungoverned"]
+        free_audit = await audit_size(free, fkey) - free_audit0
+        if free_audit:
+            progress(f"WARNING: the ungoverned server wrote {free_audit} audit records")
+        free_eps = [r.rate * BATCH for r in ub_res]
+        emit(
+            figure(
+                "http_submit_batch100_ungoverned",
+                free_eps,
+                "entries/s",
+                {
+                    **batch_params(ub_res),
+                    "server": ungoverned,
+                    **non_2xx(free_seen, await server_statuses(free, fkey)),
+                    **cpu_params(ub_res),
+                    **bad_params(ub_res),
+                    "audit_records_written": free_audit,
+                },
+                m,
+            )
+        )
+        emit(
+            overhead_figure(
+                "http_batch_governance_overhead",
+                eps,
+                free_eps,
+                "entries/s",
+                "1 - http_submit_batch100 / http_submit_batch100_ungoverned, pair by pair",
+                common,
+                m,
+                {
+                    "ungoverned": ungoverned,
+                    "path": f"POST /logs/{PRODUCT}/entries/batch",
+                    "entries_per_request": BATCH,
+                    "overhead_per_server_core": core_overhead(b_res, ub_res),
+                    "governed_audit_records": audit_records,
+                    "ungoverned_audit_records": free_audit,
+                },
+            )
+        )
+    if bare is None:
+        return  # --governance-only
 
     # 3. reads, at the tree size the writes left.
     size = await checkpoint_size(ours, key)
@@ -1561,9 +1771,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--storm-only", action="store_true", help="run only the refusal storm (no bare peer)"
     )
+    parser.add_argument(
+        "--governance-only",
+        action="store_true",
+        help="run only single and batch submissions against tlog serve and "
+        "bench/ungoverned_app.py, alternately, and governance's cost (no bare peer, reads, "
+        "open loop or storm)",
+    )
+    parser.add_argument(
+        "--ungoverned-stubs",
+        metavar="GROUPS",
+        help="passed to bench/ungoverned_app.py --stubs (default: all of checks, scale, "
+        "audit, watch): which governance work it skips, to attribute the cost",
+    )
     args = parser.parse_args(argv)
     if args.storm < 0 or (args.storm_only and args.storm == 0):
         parser.error("--storm must be positive (and not 0 with --storm-only)")
+    if args.storm_only and args.governance_only:
+        parser.error("--storm-only and --governance-only exclude each other")
     mode = QUICK if args.quick else FULL
     if args.runs is not None:
         mode = Mode(args.runs, mode.duration, mode.warmup, mode.quick or args.runs < 5)
@@ -1587,18 +1812,29 @@ def main(argv: list[str] | None = None) -> int:
             f"mode: {'quick' if mode.quick else 'full'}, {mode.runs} runs of {mode.duration:g} s,"
             f" {CONNECTIONS} connections, generator: {wrk or 'built-in'}"
         )
-        tlog_port, bare_port = free_port(), free_port()
+        tlog_port, bare_port, free_port_ = free_port(), free_port(), free_port()
         tlog_argv = [sys.executable, "-m", "tlog", "--data", str(tmp / "tlog")]
         tlog_argv += ["serve", "--host", HOST, "--port", str(tlog_port)]
         bare_argv = [sys.executable, str(ROOT / "bench" / "bare_app.py")]
         bare_argv += ["--data", str(tmp / "bare"), "--host", HOST, "--port", str(bare_port)]
+        free_argv = [sys.executable, str(ROOT / "bench" / "ungoverned_app.py")]
+        free_argv += ["--data", str(tmp / "ungoverned"), "--host", HOST]
+        free_argv += ["--port", str(free_port_)]
+        if args.ungoverned_stubs:
+            free_argv += ["--stubs", args.ungoverned_stubs]
         with contextlib.ExitStack() as stack:
             ours = stack.enter_context(running("tlog", tlog_argv, tlog_port, tmp))
-            bare = None
-            if not args.storm_only:
+            bare = free = None
+            free_keys: dict[str, str] | None = None
+            if not args.storm_only and not args.governance_only:
                 bare = stack.enter_context(running("bare", bare_argv, bare_port, tmp))
+            if not args.storm_only:
+                free = stack.enter_context(running("ungoverned", free_argv, free_port_, tmp))
             keys = demo_keys(ours)
             peer = f"bare peer pid {bare.pid}" if bare is not None else "no bare peer"
+            if free is not None:
+                free_keys = demo_keys(free)
+                peer += f"; ungoverned probe pid {free.pid} on port {free_port_}"
             progress(f"tlog serve pid {ours.pid} on port {tlog_port}; {peer}")
             run = asyncio.run
             with contextlib.suppress(ImportError):
@@ -1618,6 +1854,9 @@ def main(argv: list[str] | None = None) -> int:
                     tmp / "tlog",
                     args.storm,
                     args.storm_only,
+                    free,
+                    free_keys,
+                    args.ungoverned_stubs,
                 )
             )
     return 0

@@ -285,12 +285,14 @@ def comparisons(figs: Figures) -> dict[str, tuple[list[Cell], list[Cell]]]:
     # HTTP (bench/http_service.py).
     bare = ("of the bare app", "bare_submit")
     fig_cmp("http_submit_single", [bare])
+    fig_cmp("http_submit_single_ungoverned", [bare])
     for p in ("p50", "p99"):
         fig_cmp(
             f"http_submit_single_{p}",
             [("of the bare app", figs.param("bare_submit", f"{p}_ms"))],
         )
     fig_cmp("http_submit_batch100", [lmdb])
+    fig_cmp("http_submit_batch100_ungoverned", [lmdb])
     for what in ("checkpoint", "tile", "inclusion"):
         fig_cmp(f"http_read_{what}", [("of the bare GET", "bare_get")])
 
@@ -390,6 +392,10 @@ PARAM_KEYS = (
     "refusal_records",
     "all_recorded",
     "audit_clean",
+    "governed_median",
+    "ungoverned_median",
+    "overhead_of_medians",
+    "overhead_per_server_core",
 )
 
 
@@ -737,6 +743,42 @@ def published_table(figs: Figures) -> list[str]:
 # -- the reading ----------------------------------------------------------------------
 
 
+def percent(x: float | None) -> str:
+    return "–" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def governance_reading(figs: Figures) -> str | None:
+    """Governance's cost on submissions (issue #6: at most 10%), or None if not measured."""
+    parts = []
+    for name, what in (
+        ("http_governance_overhead", "single submissions"),
+        ("http_batch_governance_overhead", "batches of 100"),
+    ):
+        f = figs.get(name)
+        if f is None:
+            continue
+        p = f.get("params", {})
+        unit = str(p.get("rate_unit", "/s")).replace("requests/s", "/s").replace(" ", "")
+        unit = unit if unit.startswith("/") else f" {unit}"
+        parts.append(
+            f"{percent(float(f['value']))} of the rate of {what} "
+            f"({percent(float(f['min']))} to {percent(float(f['max']))} over {f['runs']} "
+            f"paired runs; governed {num(p.get('governed_median'))}{unit} against "
+            f"{num(p.get('ungoverned_median'))}{unit} ungoverned; per fully used server core "
+            f"{percent(p.get('overhead_per_server_core'))}): issue floor {p.get('floor', '?')} "
+            f"{'met' if p.get('meets_floor') else 'MISSED'}"
+        )
+    if not parts:
+        return None
+    return (
+        "**Governance's cost**: "
+        + "; ".join(parts)
+        + ". Measured against bench/ungoverned_app.py, the same `tlog serve` with the "
+        "submission path's governance work as no-ops (a benchmark probe, never the "
+        "service), the two servers alternating run by run."
+    )
+
+
 def reading(figs: Figures) -> list[str]:
     """Short, honest bullets computed from the figures (skipped where data is missing)."""
     out: list[str] = []
@@ -866,6 +908,9 @@ def reading(figs: Figures) -> list[str]:
                 f"{num(p99_90)} ms (p99) at 90%."
             )
         out.append(text)
+    governance = governance_reading(figs)
+    if governance:
+        out.append(governance)
     storm = figs.get("http_refusal_storm")
     if storm:
         sp = storm.get("params", {})

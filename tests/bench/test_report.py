@@ -243,3 +243,60 @@ def test_a_storm_with_missing_records_is_reported_as_such(
     block = block_of(doc.read_text())
     assert "NOT every refusal has its record" in block
     assert "issue floor all 10,000 refusals have their audit record: MISSED" in block
+
+
+def test_governance_overhead_rows_and_reading(tmp_path: Path, no_matplotlib: None) -> None:
+    """The governed and ungoverned submission figures and governance's cost (issue #6: at
+    most 10%) get their table rows, floors and a sentence in the reading."""
+    http = "bench/http_service.py"
+    single = fig("http_submit_single", 2_000.0, "requests/s", http)
+    free = fig("http_submit_single_ungoverned", 2_100.0, "requests/s", http)
+    bare = fig("bare_submit", 10_000.0, "requests/s", http)
+    overhead = fig(
+        "http_governance_overhead",
+        0.05,
+        "fraction",
+        http,
+        rate_unit="requests/s",
+        governed_median=2_000.0,
+        ungoverned_median=2_100.0,
+        overhead_per_server_core=0.04,
+        floor="<= 0.10",
+        meets_floor=True,
+    )
+    batch_overhead = fig(
+        "http_batch_governance_overhead",
+        0.2,
+        "fraction",
+        http,
+        rate_unit="entries/s",
+        governed_median=8_000.0,
+        ungoverned_median=10_000.0,
+        floor="<= 0.10",
+        meets_floor=False,
+    )
+    path = write(
+        tmp_path / "r.json",
+        results(
+            "quick",
+            "2026-01-02T11:00:00+0000",
+            [single, free, bare, overhead, batch_overhead],
+            {http: "ok"},
+        ),
+    )
+    doc = tmp_path / "benchmarks.md"
+    report.generate(path, doc, tmp_path / "plots")
+    block = block_of(doc.read_text())
+    assert "**2,100 requests/s**" in row(block, "http_submit_single_ungoverned")
+    assert "0.21× of the bare app" in row(block, "http_submit_single_ungoverned")
+    gov_row = row(block, "http_governance_overhead")
+    assert "**0.05 fraction**" in gov_row
+    assert "governed_median=2,000; ungoverned_median=2,100" in gov_row
+    assert "issue floor <= 0.10: met" in gov_row
+    assert "issue floor <= 0.10: MISSED" in row(block, "http_batch_governance_overhead")
+    assert "**Governance's cost**: 5.0% of the rate of single submissions" in block
+    assert "governed 2,000/s against 2,100/s ungoverned" in block
+    assert "per fully used server core 4.0%" in block
+    assert "20.0% of the rate of batches of 100" in block
+    assert "governed 8,000 entries/s against 10,000 entries/s ungoverned" in block
+    assert "issue floor <= 0.10 MISSED" in block
