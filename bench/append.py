@@ -11,8 +11,11 @@ Prints one JSON object per line per figure on stdout (progress goes to stderr):
 4. ``inclusion_proofs`` / ``consistency_proofs`` at the full tree size (proofs/s).
 5. ``append_rate_at_100k``, ``append_rate_at_full`` and ``append_rate_ratio``: the
    append_many rate of a few batches at ~100k entries and again at the full size.
+   Every append rate here (figures 1 and 5, the build) is timed from an idle indexer
+   until the indexer has indexed the window's last leaf, so it includes the index work.
 6. ``disk_per_entry_overhead``: (bytes in use by both LMDB envs) / entries minus the
-   mean leaf size, with the split per named database.
+   mean leaf size, with the split per named database (measured once the indexer has
+   caught up).
 
 Also ``append_many_build``: the rate of each tenth of the build to the full size.
 
@@ -118,26 +121,38 @@ def open_log(directory: Path, name: str = "bench") -> Iterator[tuple[Store, Log]
         store.close()
 
 
-def append_rate(log: Log, gen: Leaves, batches: int) -> float:
-    """Append `batches` batches of BATCH leaves (generated untimed); return entries/s."""
+def drain(store: Store) -> None:
+    """Wait until the background indexer has indexed every committed leaf hash."""
+    store._index_queue_drain(timeout=600.0)
+
+
+def append_rate(store: Store, log: Log, gen: Leaves, batches: int) -> float:
+    """Append `batches` batches of BATCH leaves (generated untimed); return entries/s.
+
+    The window starts with the indexer idle and ends when it has indexed every leaf
+    appended in it: the rate includes the index work, wherever it runs.
+    """
     work = [gen.batch() for _ in range(batches)]
-    elapsed = 0.0
+    drain(store)
+    t0 = time.perf_counter()
     for leaves in work:
-        t0 = time.perf_counter()
         log.append_many(leaves)
-        elapsed += time.perf_counter() - t0
-    return batches * BATCH / elapsed
+    drain(store)
+    return batches * BATCH / (time.perf_counter() - t0)
 
 
-def grow(log: Log, gen: Leaves, target: int) -> float:
-    """Append batches until log.size >= target; return the seconds spent in append_many."""
+def grow(store: Store, log: Log, gen: Leaves, target: int) -> float:
+    """Append batches until log.size >= target, then wait for the indexer; return the
+    seconds spent in append_many and in that wait (leaf generation excluded)."""
     elapsed = 0.0
     while log.size < target:
         leaves = gen.batch(min(BATCH, target - log.size))
         t0 = time.perf_counter()
         log.append_many(leaves)
         elapsed += time.perf_counter() - t0
-    return elapsed
+    t0 = time.perf_counter()
+    drain(store)
+    return elapsed + time.perf_counter() - t0
 
 
 @dataclass(frozen=True)
@@ -182,9 +197,9 @@ def fig_append_many(mode: Mode, m: dict[str, Any]) -> None:
     rates = []
     for run in range(mode.runs):
         gen = Leaves(seed=100 + run)
-        with temp_dir() as d, open_log(d) as (_store, log):
-            append_rate(log, gen, 2)  # warm up (first pages, first tiles)
-            rates.append(append_rate(log, gen, mode.fig1_batches))
+        with temp_dir() as d, open_log(d) as (store, log):
+            append_rate(store, log, gen, 2)  # warm up (first pages, first tiles)
+            rates.append(append_rate(store, log, gen, mode.fig1_batches))
         progress(f"append_many run {run + 1}/{mode.runs}: {rates[-1]:,.0f} entries/s")
     median = statistics.median(rates)
     emit(
@@ -306,8 +321,8 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
     full = mode.full_size
     with open_log(d) as (store, log):
         # Figure 5, first half: the rate at ~100k entries.
-        grow(log, gen, 100_000)
-        at_100k = [append_rate(log, gen, mode.fig5_batches) for _ in range(mode.runs)]
+        grow(store, log, gen, 100_000)
+        at_100k = [append_rate(store, log, gen, mode.fig5_batches) for _ in range(mode.runs)]
         progress(f"append rate at ~100k: {statistics.median(at_100k):,.0f} entries/s")
         # Build to the full size, timing each tenth.
         segments: list[float] = []
@@ -316,7 +331,7 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
         for k in range(1, 11):
             target = full if k == 10 else start + k * step
             before = log.size
-            seconds = grow(log, gen, target)
+            seconds = grow(store, log, gen, target)
             segments.append((log.size - before) / seconds)
             progress(f"built to {log.size:,}: {segments[-1]:,.0f} entries/s")
         size = log.size
@@ -346,7 +361,7 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
         # Figure 5, second half: the rate at the full size (after 4 and 6, which
         # are measured at exactly the full size).
         base = log.size
-        at_full = [append_rate(log, gen, mode.fig5_batches) for _ in range(mode.runs)]
+        at_full = [append_rate(store, log, gen, mode.fig5_batches) for _ in range(mode.runs)]
         progress(f"append rate at ~{base:,}: {statistics.median(at_full):,.0f} entries/s")
     # The store is closed: actual file sizes on disk, for the record.
     disk["files_bytes"] = {
@@ -381,7 +396,9 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
             {
                 "what": f"rate at {base:,} / rate at 100,000 (run i / run i)",
                 "median_ratio": round(rfull / r100, 4),
-                **floor_params(">= 0.90 (within 10%)", rfull / r100 >= 0.9),
+                # Judged on the figure's own value (median of the paired ratios), the
+                # stricter of the two here and the one a reader sees.
+                **floor_params(">= 0.90 (within 10%)", statistics.median(ratios) >= 0.9),
             },
             m,
         )
@@ -426,7 +443,9 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
 
 
 def disk_split(store: Store, log: Log, mean_leaf: float) -> dict[str, Any]:
-    """Return bytes per entry of each named database and in total, from LMDB stats."""
+    """Return bytes per entry of each named database and in total, from LMDB stats, once
+    the indexer has caught up (every leaf hash is in the index env)."""
+    drain(store)
     storage = store.storage
     entries = log.size
     in_use = storage.disk_bytes()

@@ -53,6 +53,7 @@ from tlog.errors import (
     NotFound,
     TlogError,
 )
+from tlog.indexer import IndexFailed, IndexProcess
 from tlog.keys import create_key, load_key
 from tlog.storage import LogDBs, Storage, StorageError, TxnHashReader
 from tlog.tree import RECORD_SIZE, TILE_HEIGHT, TILE_WIDTH, ProofBuilder, append_hashes
@@ -83,6 +84,11 @@ MAX_BATCH_BYTES = 64 << 20
 
 MAX_INDEX_BACKLOG = 32
 """Committed batches the indexer may lag behind before the writer waits for it."""
+
+INDEX_PROCESS = True
+"""Insert leaf hashes into the index env from a separate process (tlog.indexer), not
+from a thread of this one (which competes with the writer for the GIL). If the process
+cannot be started or dies, the indexer thread does the inserts itself."""
 
 _EMPTY_SHA256 = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 
@@ -318,13 +324,8 @@ class Log:
         if done > self._size:
             raise StorageError(f"log {self.name}: hash index covers {done} of {self._size}")
         while done < self._size:
-            stop = min(self._size, done + 65536)
-            with storage.read() as txn:
-                pairs = [(self._stored_hash(txn, i), i) for i in range(done, stop)]
             with storage.write_index() as itxn:
-                st.put_leaf_hashes(itxn, self.dbs, pairs)
-                storage.set_hashed_size(itxn, self.log_id, stop)
-            done = stop
+                done = st.index_hashes_upto(storage, itxn, self.log_id, self._size, 65536)
 
     def _unindexed_index(self, h: bytes) -> int | None:
         """Return the index of a committed leaf hash the indexer has not applied yet."""
@@ -906,6 +907,10 @@ class Store:
         self._index_queue: queue.SimpleQueue[
             tuple[Log, int, list[bytes]] | threading.Event | None
         ] = queue.SimpleQueue()
+        # The indexer process, started at the first batch to index (None: not yet, or
+        # never, see INDEX_PROCESS); _index_inline once it failed. Indexer thread only.
+        self._index_process: IndexProcess | None = None
+        self._index_inline = not INDEX_PROCESS
         self._indexer = threading.Thread(target=self._run_indexer, name="tlog-indexer", daemon=True)
         self._indexer.start()
         self._thread.start()
@@ -992,9 +997,11 @@ class Store:
         """Keep the leaf-hash index up to date off the commit path.
 
         At start-up it builds each raw log's filter of the hashes stored so far (until the
-        writer merges it, the writer looks every new leaf up exactly). Then it applies
-        committed batches, a few at a time, one unsynced index transaction each; only
-        after that commit does it drop them from the log's ``_unindexed`` map, so a
+        writer merges it, the writer looks every new leaf up exactly). Then it takes every
+        committed batch queued so far (at most MAX_INDEX_BACKLOG) and has the indexer
+        process (tlog.indexer) index each log up to its newest committed size in one
+        index transaction; the batches queued meanwhile make the next, larger, request.
+        Only after that commit does it drop them from the log's ``_unindexed`` map, so a
         committed hash is always findable in one of the two.
         """
         for log in list(self.logs.values()):
@@ -1002,13 +1009,14 @@ class Store:
                 log._build_bloom()
             except Exception:
                 _log.exception("could not build the dedup filter of %s", log.name)
+        waiting: list[tuple[Log, int, int]] = []  # (log, first, stop) not yet indexed
         stop = False
         while not stop:
             job = self._index_queue.get()
             if job is None:
                 break
             jobs: list[tuple[Log, int, list[bytes]] | threading.Event] = [job]
-            while len(jobs) < 4:  # small transactions: fewer copied pages, flat file
+            while len(jobs) < MAX_INDEX_BACKLOG:
                 try:
                     nxt = self._index_queue.get_nowait()
                 except queue.Empty:
@@ -1017,23 +1025,61 @@ class Store:
                     stop = True
                     break
                 jobs.append(nxt)
-            markers = [j for j in jobs if isinstance(j, threading.Event)]
-            batches = [j for j in jobs if not isinstance(j, threading.Event)]
+            waiting.extend(
+                (j[0], j[1], j[1] + len(j[2])) for j in jobs if not isinstance(j, threading.Event)
+            )
+            while waiting:
+                targets: dict[int, int] = {}
+                for log, _, end in waiting:
+                    targets[log.log_id] = max(targets.get(log.log_id, 0), end)
+                try:
+                    done = self._index_upto(targets)
+                except Exception:
+                    # The hashes stay in _unindexed (still found); the next request (it
+                    # indexes from the stored hashed size) or the next open catches up.
+                    _log.exception("indexer: index transaction failed")
+                    break
+                left = [w for w in waiting if done.get(w[0].log_id, 0) < w[2]]
+                for log, first, end in waiting:
+                    if done.get(log.log_id, 0) >= end:
+                        log._unindexed.pop(first, None)
+                if len(left) == len(waiting):
+                    break  # no progress (a log that shrank?); the next job retries
+                waiting = left
+            for j in jobs:
+                if isinstance(j, threading.Event):
+                    j.set()
+        if self._index_process is not None:
+            self._index_process.close()
+            self._index_process = None
+
+    def _index_upto(self, targets: dict[int, int]) -> dict[int, int]:
+        """Index each log (by id) up to its size; return how far each is indexed. Uses the
+        indexer process, started on first use; without one, indexes in this thread."""
+        if not self._index_inline and self._index_process is None:
             try:
-                with self.storage.write_index() as itxn:
-                    for log, first, hashes in batches:
-                        st.put_leaf_hashes(
-                            itxn, log.dbs, [(h, first + i) for i, h in enumerate(hashes)]
-                        )
-                        self.storage.set_hashed_size(itxn, log.log_id, first + len(hashes))
-            except Exception:
-                # The hashes stay in _unindexed (still found); the next open catches up.
-                _log.exception("indexer: index transaction failed")
-            else:
-                for log, first, _ in batches:
-                    log._unindexed.pop(first, None)
-            for event in markers:
-                event.set()
+                self._index_process = IndexProcess(self.storage)
+            except StorageError:
+                _log.exception("indexer: no indexer process; indexing in this thread")
+                self._index_inline = True
+        if self._index_process is not None:
+            try:
+                return self._index_process.index(targets)
+            except IndexFailed:
+                raise
+            except StorageError:
+                _log.exception("indexer process failed; indexing in this thread from now on")
+                self._index_process.close(timeout=5.0)
+                self._index_process = None
+                self._index_inline = True
+        storage = self.storage
+        for log_id in targets:
+            storage.dbs(log_id)  # before the index txn (see index_hashes_upto)
+        with storage.write_index() as itxn:
+            return {
+                log_id: st.index_hashes_upto(storage, itxn, log_id, size, 1 << 16)
+                for log_id, size in targets.items()
+            }
 
     # -- the writer thread --------------------------------------------------------------
 

@@ -149,6 +149,7 @@ class Storage:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.map_size = map_size
+        self.max_logs = max_logs
         self._max_dbs = 8 * max_logs + 4
         self._usage: tuple[int, int] | None = None
         try:
@@ -440,6 +441,46 @@ def put_leaf_hashes(itxn: Txn, dbs: LogDBs, pairs: Sequence[tuple[bytes, int]]) 
     full 32-byte keys, and the order of a sorted batch keeps the B-tree writes local."""
     items = sorted((h[:8], u64(index)) for h, index in pairs)
     itxn.cursor(dbs.hashes).putmulti(items, dupdata=True)
+
+
+def index_hashes_upto(storage: Storage, itxn: Txn, log_id: int, target: int, limit: int) -> int:
+    """Index the leaf hashes of a log from the index env's hashed size up to ``target``
+    (at most ``limit`` of them), in the index write transaction ``itxn``; return the
+    hashed size it recorded.
+
+    The hashes are read from the durable level-0 tile records of the log env, so any
+    gap (a failed index commit, another process that crashed before indexing) is
+    filled too, and the caller only says how far. Open ``storage.dbs(log_id)`` before
+    beginning ``itxn``: opening a named database takes the log env's write lock, which
+    must never be awaited while holding the index env's (the writer takes them in the
+    other order). Raises StorageError if ``target`` is beyond the stored log.
+    """
+    dbs = storage.dbs(log_id)
+    raw = itxn.get(f"hashed/{log_id}".encode(), db=storage._imeta)
+    done = 0 if raw is None else int(raw)
+    stop = min(target, done + limit)
+    if stop <= done:
+        return done
+    items: list[tuple[bytes, bytes]] = []
+    with storage.read() as txn:
+        if leaf_count(txn, dbs) < stop:
+            raise StorageError(
+                f"log {log_id}: cannot index to {stop}, only {leaf_count(txn, dbs)} leaves"
+            )
+        for tile in range(done >> 8, ((stop - 1) >> 8) + 1):
+            record = txn.get(tile_key(0, tile), db=dbs.tiles)
+            if record is None:
+                raise StorageError(f"log {log_id}: tile record 0/{tile} is missing")
+            base = tile << 8
+            for i in range(max(done, base), min(stop, base + 256)):
+                off = (i - base) * 32
+                items.append((bytes(record[off : off + 8]), _U64.pack(i)))
+    # Sorted, so the cursor walks the B-tree left to right (LMDB skips the descent from
+    # the root while the next key is on the current page).
+    items.sort()
+    itxn.cursor(dbs.hashes).putmulti(items, dupdata=True)
+    storage.set_hashed_size(itxn, log_id, stop)
+    return stop
 
 
 def leaf_hash_at(txn: Txn, dbs: LogDBs, index: int) -> bytes | None:

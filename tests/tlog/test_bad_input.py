@@ -14,9 +14,11 @@ from typing import Any
 import lmdb
 import pytest
 
+import tlog.log
 from tests.reference import consistency_proof, inclusion_path, mth
 from tlog.entry import MAX_LEAF_BYTES, decode_envelope
 from tlog.errors import InvalidEntry, LeafTooLarge, NotFound, StorageFull
+from tlog.indexer import IndexFailed, IndexProcess
 from tlog.log import ENVELOPE, Appended, Draft, Log, Outcome, Store
 from verifier.checkpoint import open_checkpoint
 from verifier.hashing import leaf_hash
@@ -254,11 +256,26 @@ class _IndexEnv:
         return getattr(self._env, name)
 
 
+@pytest.mark.parametrize("process", [True, False], ids=["indexer-process", "indexer-thread"])
 def test_index_commit_failure_after_a_durable_commit(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    process: bool,
 ) -> None:
     """The batch is durable and signed, so it is answered as a success; the next batch
     indexes it before any lookup, so dedup and artifact versions stay right."""
+    monkeypatch.setattr(tlog.log, "INDEX_PROCESS", process)
+    fail_request = [False]
+    real_index = IndexProcess.index
+
+    def index(self: IndexProcess, targets: dict[int, int]) -> dict[int, int]:
+        if fail_request[0]:  # as if the process's index commit failed
+            fail_request[0] = False
+            raise IndexFailed("indexer: MapFullError: MDB_MAP_FULL (simulated)")
+        return real_index(self, targets)
+
+    monkeypatch.setattr(IndexProcess, "index", index)
     store = Store.open(tmp_path)
     raw = store.create_log("raw", "bucket.example/logs/raw")
     env_log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
@@ -268,10 +285,14 @@ def test_index_commit_failure_after_a_durable_commit(
         raw.append_many([b"a", b"b"])
         (v1,) = submit_many(env_log, [draft("doc")])
         store._index_queue_drain()  # earlier batches' hashes are indexed
-        index_env.fail_next = True
+        assert (store._index_process is not None) == process
+        if process:
+            fail_request[0] = True
+        else:
+            index_env.fail_next = True
         with caplog.at_level(logging.ERROR):
             got = raw.append_many([b"c", b"d"])
-            # Raw logs' hashes are indexed by the indexer thread, after the commit.
+            # Raw logs' hashes are indexed by the indexer, after the commit.
             store._index_queue_drain()
         assert "index transaction failed" in caplog.text
         assert got.indexes == [2, 3] and raw.size == 4
@@ -288,6 +309,9 @@ def test_index_commit_failure_after_a_durable_commit(
             3,
             4,
         ]
+        # The next request indexed the failed batch's hashes too (from the tile records).
+        store._index_queue_drain()
+        assert raw._unindexed == {} and store.storage.hashed_size(raw.log_id) == 5
 
         index_env.fail_next = True
         (v2,) = submit_many(env_log, [draft("doc", b"two")])
