@@ -698,17 +698,16 @@ class Log:
     def _outcomes(
         self,
         placed: Sequence[_Placed | TlogError],
-        builder: ProofBuilder | None,
+        proofs: dict[int, list[bytes]] | None,
         txn: st.Txn,
     ) -> list[Outcome]:
-        """Turn placements into outcomes against the latest checkpoint (after commit)."""
+        """Turn placements into outcomes against the latest checkpoint (after commit).
+
+        ``proofs`` holds the inclusion proof of every placed index at the log's size
+        (computed for the whole batch at once), or None when no proofs are wanted.
+        """
         out: list[Outcome] = []
         size, note = self._size, self._note
-        proofs = (
-            builder.inclusion_proofs([p.at for p in placed if not isinstance(p, TlogError)], size)
-            if builder is not None
-            else {}
-        )
         for p in placed:
             if isinstance(p, TlogError):
                 out.append(p)
@@ -726,7 +725,7 @@ class Log:
                     leaf=leaf,
                     leaf_hash=p.leaf_hash or leaf_hash(leaf),
                     checkpoint=note,
-                    proof=tuple(proofs[p.at]) if builder else (),
+                    proof=tuple(proofs[p.at]) if proofs is not None else (),
                     version=version,
                     artifact_id=artifact_id,
                     replayed=p.replayed,
@@ -1213,15 +1212,33 @@ class Store:
                 _log.exception("batch observer failed")
         with self.storage.read() as rtxn:
             for log in touched:
-                builder = None
-                if any(job.proofs for job in by_log.get(log.name, [])) and log.size:
+                log_jobs = by_log.get(log.name, [])
+                proofs: dict[int, list[bytes]] = {}
+                failed: TlogError | None = None
+                wanted = [
+                    p.at
+                    for job in log_jobs
+                    if job.proofs and not job.brief
+                    for p in raw[id(job)]
+                    if not isinstance(p, TlogError)
+                ]
+                if wanted:
+                    # One walk for every receipt of the batch (1,000 lone submits share
+                    # most of their proof hashes), not one per job.
                     builder = ProofBuilder(TxnHashReader(rtxn, log.dbs, log._records))
-                for job in by_log.get(log.name, []):
+                    try:
+                        proofs = builder.inclusion_proofs(wanted, log.size)
+                    except TlogError as exc:
+                        failed = exc  # answered to the jobs that wanted proofs
+                for job in log_jobs:
                     if job.brief:
                         job.deliver((raw[id(job)], log.size, log._note))
                         continue
+                    if job.proofs and failed is not None:
+                        job.deliver(failed)
+                        continue
                     try:
-                        results = log._outcomes(raw[id(job)], builder if job.proofs else None, rtxn)
+                        results = log._outcomes(raw[id(job)], proofs if job.proofs else None, rtxn)
                     except TlogError as exc:
                         job.deliver(exc)
                         continue
