@@ -902,6 +902,7 @@ class Store:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._to_settle: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
         self._closed = False
+        self._committed = False  # the writer thread: has the current batch committed?
         self._thread = threading.Thread(target=self._run, name="tlog-writer", daemon=True)
         self._index_queue: queue.SimpleQueue[
             tuple[Log, int, list[bytes]] | threading.Event | None
@@ -1130,13 +1131,22 @@ class Store:
                 count += len(nxt.items)
                 nbytes += nxt.nbytes
             for batch in [jobs, [held]] if held is not None else [jobs]:
+                self._committed = False
                 try:
                     self._process(batch)
                 except BaseException:  # never let the writer die silently
                     _log.exception("writer thread failed on a batch")
-                    error = StorageError("internal error while writing; nothing was written")
+                    error = StorageError(
+                        "internal error after the batch was committed: its entries are "
+                        "durable, but no receipt could be made; look them up by leaf hash"
+                        if self._committed
+                        else "internal error while writing; nothing was written"
+                    )
                     for j in batch:
-                        j.deliver(error)
+                        try:
+                            j.deliver(error)
+                        except concurrent.futures.InvalidStateError:
+                            pass  # answered before the failure
                 self._settle()
 
     def _process(self, jobs: list[_Job]) -> None:
@@ -1193,14 +1203,20 @@ class Store:
             for log in touched:
                 log._discard()
             raise
+        self._committed = True  # from here on the batch is durable, whatever fails
         sizes_before = {log.name: log.size for log in touched}
         for log in touched:
             log._commit()
         if self._index_queue.qsize() > MAX_INDEX_BACKLOG:
             # Back-pressure: the indexer competes with this thread for the GIL and can
             # fall behind under sustained load; waiting here bounds the memory of the
-            # hashes it has not applied yet.
-            self._index_queue_drain()
+            # hashes it has not applied yet. The batch is durable already: a slow
+            # indexer must not turn it into an error (its hashes stay findable in
+            # _unindexed), so a timeout is only logged.
+            try:
+                self._index_queue_drain()
+            except StorageError:
+                _log.warning("the indexer is more than %d batches behind", MAX_INDEX_BACKLOG)
         if self.on_batch is not None:
             try:
                 self.on_batch(
