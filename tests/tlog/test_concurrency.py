@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +115,45 @@ def test_submitters_mixed_with_append_many_from_a_thread(log: Log) -> None:
     async_indexes = sorted(a.index for a in results)
     thread_indexes = [i for out in thread_out for i in out.indexes]
     assert any(async_indexes[0] < i < async_indexes[-1] for i in thread_indexes)
+
+
+def test_a_busy_writer_waits_for_callers_still_queueing_and_an_idle_one_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: after a batch of several jobs the writer lingers while jobs keep
+    arriving (so they share one commit); after a lone job it commits at once."""
+    import tlog.log
+
+    monkeypatch.setattr(tlog.log, "BUSY_LINGER_S", 1.0)
+    monkeypatch.setattr(tlog.log, "LINGER_STEP_S", 0.5)
+    store = Store.open(tmp_path)
+    batches: list[int] = []
+    store.on_batch = lambda per_log, items, seconds: batches.append(items)
+    try:
+        log = store.create_log("t", "bucket.example/logs/t")
+
+        async def lone() -> None:
+            await log.submit(b"lone-1")
+            await log.submit(b"lone-2")  # the last batch had one job: no waiting
+
+        started = time.monotonic()
+        asyncio.run(lone())
+        assert time.monotonic() - started < 0.45  # less than one linger step
+        assert batches == [1, 1]
+
+        store._last_jobs = 5  # as after a batch of 5 submissions
+        batches.clear()
+
+        async def busy() -> list[int]:
+            async def late() -> Appended:
+                await asyncio.sleep(0.2)  # inside the writer's first linger step
+                return await log.submit(b"late")
+
+            got = await asyncio.gather(log.submit(b"early"), late())
+            return [a.size for a in got]
+
+        sizes = asyncio.run(busy())
+        assert sizes[0] == sizes[1]  # answered by the same checkpoint: one commit
+        assert batches == [2]
+    finally:
+        store.close()
