@@ -249,8 +249,10 @@ class Storage:
         """Yield write transactions on both envs; on success commit the log env (with
         fsync), then the index env; on any error abort both.
 
-        Raises StorageFull (nothing written) when an LMDB map is full. A failed index
-        commit after the durable log commit is logged, not raised (the index catches up).
+        Raises StorageFull (nothing written) when an LMDB map is full. Nothing after the
+        durable log commit raises: a failed index commit or usage measurement is logged
+        (the index catches up, usage is measured again on the next write), because a
+        caller seeing an exception would take the committed batch for unwritten.
         """
         txn = self.env.begin(write=True)
         wtxn = WriteTxn(txn, self.ienv)
@@ -272,13 +274,16 @@ class Storage:
         if wtxn.index_begun is not None:
             try:
                 wtxn.index_begun.commit()
-            except lmdb.Error:
+            except Exception:
                 # The log is durable, so the batch succeeded: do not report a failure, or
                 # the caller would drop state that is on disk. The index is behind
                 # (indexed_size() says how far); the next batch of each log, or the next
                 # open, indexes the missing leaves before any lookup.
                 _log.exception("index commit failed after a durable log commit; catching up")
-        self.refresh_usage()
+        try:
+            self.refresh_usage()
+        except Exception:
+            _log.exception("measuring storage use failed after a durable commit")
 
     @contextmanager
     def write_index(self) -> Iterator[Txn]:

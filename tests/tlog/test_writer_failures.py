@@ -11,7 +11,7 @@ import pytest
 
 import tlog.log
 from tlog.log import Appended, Log, Store
-from tlog.storage import StorageError
+from tlog.storage import Storage, StorageError
 from verifier.hashing import leaf_hash
 
 
@@ -79,4 +79,34 @@ def test_a_slow_indexer_does_not_fail_a_durable_batch(
         assert "batches behind" in caplog.text
     finally:
         monkeypatch.undo()
+        store.close()
+
+
+def test_a_failure_inside_the_storage_after_the_commit_is_not_a_lost_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Storage.write measures usage after the durable commit; if that fails, the batch
+    must still be answered as written (not discarded and then written again on retry)."""
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("t", "bucket.example/logs/t")
+        calls: list[int] = []
+
+        def broken_once(self: Storage) -> tuple[int, int]:
+            calls.append(1)
+            raise OSError("stat failed")
+
+        monkeypatch.setattr(Storage, "refresh_usage", broken_once)
+        with caplog.at_level(logging.ERROR):
+            got = asyncio.run(log.submit(b"kept"))
+        monkeypatch.undo()
+        assert calls, "the failure was not exercised"
+        assert "measuring storage use failed" in caplog.text
+        assert isinstance(got, Appended) and got.index == 0
+        # A retry of the same leaf finds it instead of writing it a second time.
+        assert log.index_of(leaf_hash(b"kept")) == 0
+        assert log.size == 1
+        (after,) = log.append_many([b"next"]).indexes
+        assert after == 1
+    finally:
         store.close()
