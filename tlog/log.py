@@ -53,7 +53,7 @@ from tlog.errors import (
     NotFound,
     TlogError,
 )
-from tlog.indexer import IndexFailed, IndexProcess
+from tlog.indexer import MAX_PER_REQUEST, IndexFailed, IndexProcess
 from tlog.keys import create_key, load_key
 from tlog.storage import LogDBs, Storage, StorageError, TxnHashReader
 from tlog.tree import RECORD_SIZE, TILE_HEIGHT, TILE_WIDTH, ProofBuilder, append_hashes
@@ -81,8 +81,12 @@ MAX_BATCH_ITEMS = 4096
 
 BUSY_LINGER_S = 0.005
 """How long at most the writer waits for more jobs before committing a batch while busy
-(its last batch had several jobs, and jobs keep arriving). An idle log commits at once: a
-lone submission never waits."""
+(its last batch had several jobs and ended less than IDLE_AFTER_S ago, and jobs keep
+arriving). An idle writer commits at once: a lone submission never waits."""
+
+IDLE_AFTER_S = 0.02
+"""The writer counts as idle, whatever its last batch held, once it has waited this long
+for a job."""
 
 LINGER_STEP_S = 0.001
 """The writer stops lingering after a step of this length in which no job arrived."""
@@ -912,6 +916,7 @@ class Store:
         self._closed = False
         self._committed = False  # the writer thread: has the current batch committed?
         self._last_jobs = 0  # the writer thread: jobs in the last batch
+        self._last_done = 0.0  # the writer thread: time.monotonic() after the last batch
         self._thread = threading.Thread(target=self._run, name="tlog-writer", daemon=True)
         self._index_queue: queue.SimpleQueue[
             tuple[Log, int, list[bytes]] | threading.Event | None
@@ -1037,6 +1042,7 @@ class Store:
             waiting.extend(
                 (j[0], j[1], j[1] + len(j[2])) for j in jobs if not isinstance(j, threading.Event)
             )
+            reached: dict[int, int] = {}  # log id -> hashed size, as last answered
             while waiting:
                 targets: dict[int, int] = {}
                 for log, _, end in waiting:
@@ -1052,8 +1058,12 @@ class Store:
                 for log, first, end in waiting:
                     if done.get(log.log_id, 0) >= end:
                         log._unindexed.pop(first, None)
-                if len(left) == len(waiting):
-                    break  # no progress (a log that shrank?); the next job retries
+                # A request indexes at most MAX_PER_REQUEST leaves of a log, so a large
+                # batch takes several; stop only when one moved no log forward (the
+                # next job, or the next open, retries).
+                if not any(size > reached.get(log_id, -1) for log_id, size in done.items()):
+                    break
+                reached.update(done)
                 waiting = left
             for j in jobs:
                 if isinstance(j, threading.Event):
@@ -1086,7 +1096,7 @@ class Store:
             storage.dbs(log_id)  # before the index txn (see index_hashes_upto)
         with storage.write_index() as itxn:
             return {
-                log_id: st.index_hashes_upto(storage, itxn, log_id, size, 1 << 16)
+                log_id: st.index_hashes_upto(storage, itxn, log_id, size, MAX_PER_REQUEST)
                 for log_id, size in targets.items()
             }
 
@@ -1125,10 +1135,12 @@ class Store:
             jobs = [job]
             count, nbytes = len(job.items), job.nbytes
             held: _Job | None = None
-            # Busy (the last batch had several jobs): while callers keep queueing, wait
-            # for them a little (LINGER_STEP_S at a time, BUSY_LINGER_S in all), so the
-            # per-batch work (signing, audit record, fsync) is shared by more of them.
-            steps = round(BUSY_LINGER_S / LINGER_STEP_S) if self._last_jobs > 1 else 0
+            # Busy (the last batch had several jobs and has just ended): while callers
+            # keep queueing, wait for them a little (LINGER_STEP_S at a time,
+            # BUSY_LINGER_S in all), so the per-batch work (signing, audit record,
+            # fsync) is shared by more of them.
+            busy = self._last_jobs > 1 and time.monotonic() - self._last_done < IDLE_AFTER_S
+            steps = round(BUSY_LINGER_S / LINGER_STEP_S) if busy else 0
             since_step = 1
             while job.pre_commit is None and count < MAX_BATCH_ITEMS and nbytes < MAX_BATCH_BYTES:
                 try:
@@ -1168,6 +1180,8 @@ class Store:
                             j.deliver(error)
                         except concurrent.futures.InvalidStateError:
                             pass  # answered before the failure
+                # Before the callers are woken, so one that then submits sees it.
+                self._last_done = time.monotonic()
                 self._settle()
 
     def _process(self, jobs: list[_Job]) -> None:

@@ -94,7 +94,9 @@ class LogDBs:
 class WriteTxn:
     """A write transaction on the log env and, begun on first use, one on the index env;
     committed in that order. Batches of raw logs never touch the index env, so the
-    writer and the background indexer do not wait for each other."""
+    writer and the background indexer do not wait for each other; a batch recording
+    artifact ids waits for the index env's lock while an index request is in progress
+    (bounded by tlog.indexer.MAX_PER_REQUEST)."""
 
     def __init__(self, main: Any, ienv: Any) -> None:
         self.main = main

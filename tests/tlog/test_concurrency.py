@@ -126,6 +126,7 @@ def test_a_busy_writer_waits_for_callers_still_queueing_and_an_idle_one_does_not
 
     monkeypatch.setattr(tlog.log, "BUSY_LINGER_S", 1.0)
     monkeypatch.setattr(tlog.log, "LINGER_STEP_S", 0.5)
+    monkeypatch.setattr(tlog.log, "IDLE_AFTER_S", 0.3)
     store = Store.open(tmp_path)
     batches: list[int] = []
     store.on_batch = lambda per_log, items, seconds: batches.append(items)
@@ -141,7 +142,17 @@ def test_a_busy_writer_waits_for_callers_still_queueing_and_an_idle_one_does_not
         assert time.monotonic() - started < 0.45  # less than one linger step
         assert batches == [1, 1]
 
-        store._last_jobs = 5  # as after a batch of 5 submissions
+        # After a batch of 5 submissions that ended long ago, the writer is idle.
+        store._last_jobs = 5
+        store._last_done = time.monotonic() - 1.0
+        started = time.monotonic()
+        asyncio.run(log.submit(b"after-a-pause"))
+        assert time.monotonic() - started < 0.45
+        assert batches == [1, 1, 1]
+
+        # After a batch of 5 that has just ended, it waits for callers still queueing.
+        store._last_jobs = 5
+        store._last_done = time.monotonic() + 10.0  # "just now", however slow this runs
         batches.clear()
 
         async def busy() -> list[int]:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+import tlog.indexer
 import tlog.log
 from tlog import storage as st
-from tlog.indexer import serve
+from tlog.indexer import IndexProcess, serve
 from tlog.log import Store
+from tlog.storage import StorageError
 from verifier.hashing import leaf_hash
 
 
@@ -87,5 +89,64 @@ def test_indexing_goes_on_in_this_process_when_the_indexer_dies(
     store = Store.open(tmp_path)
     try:
         assert store.log("t").index_of(leaf_hash(leaves[399])) == 499
+    finally:
+        store.close()
+
+
+def test_a_hung_indexer_is_killed_and_indexing_goes_on_in_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(tlog.indexer, "REQUEST_TIMEOUT_S", 1.0)
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("t", "bucket.example/logs/t")
+        log.append_many(_leaves(10, b"e"))
+        store._index_queue_drain()
+        process = store._index_process
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)  # alive, but never answers again
+        leaves = _leaves(50, b"f")
+        log.append_many(leaves)
+        store._index_queue_drain(timeout=20.0)
+        assert "did not answer" in caplog.text
+        assert store._index_inline and store._index_process is None
+        with pytest.raises(ProcessLookupError):
+            os.kill(process.pid, 0)  # killed and reaped
+        assert log._unindexed == {} and store.storage.hashed_size(log.log_id) == 60
+        assert log.index_of(leaf_hash(leaves[7])) == 17
+    finally:
+        store.close()
+
+
+def test_the_indexer_process_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("t", "bucket.example/logs/t")
+        process = IndexProcess(store.storage)
+        assert process.index({log.log_id: 0}) == {log.log_id: 0}  # up and serving
+        os.kill(process.pid, signal.SIGTERM)
+        assert process._proc.wait(10) == 0  # exit status 0: it closed its envs itself
+        with pytest.raises(StorageError, match="gone"):
+            process.index({log.log_id: 0})
+        process.close()
+    finally:
+        store.close()
+
+
+def test_a_batch_larger_than_one_request_is_indexed_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The indexer takes several requests for a batch past MAX_PER_REQUEST, instead of
+    leaving the rest until the next batch comes."""
+    monkeypatch.setattr(tlog.log, "INDEX_PROCESS", False)
+    monkeypatch.setattr(tlog.log, "MAX_PER_REQUEST", 100)
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("t", "bucket.example/logs/t")
+        leaves = _leaves(1000, b"g")
+        log.append_many(leaves)  # one job
+        store._index_queue_drain()
+        assert log._unindexed == {} and store.storage.hashed_size(log.log_id) == 1000
+        assert log.index_of(leaf_hash(leaves[999])) == 999
     finally:
         store.close()
