@@ -105,6 +105,17 @@ cannot be started or dies, the indexer thread does the inserts itself."""
 _EMPTY_SHA256 = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 
 
+def _durable_without_receipt(exc: TlogError) -> StorageError:
+    """Return the error for a job whose batch is committed but whose receipt failed: it
+    says the entries are durable (a caller must not write them again) and keeps the
+    cause chained."""
+    error = StorageError(
+        f"the entries are durable, but no receipt could be made ({exc}); look them up by leaf hash"
+    )
+    error.__cause__ = exc
+    return error
+
+
 class IntegrityFailure(StorageError):
     """A batch would sign a tree that does not extend the log's last signed checkpoint:
     stored hashes no longer match what was signed. Nothing is written (500), and the
@@ -1286,11 +1297,11 @@ class Store:
                         job.deliver((raw[id(job)], log.size, log._note))
                         continue
                     if job.proofs and failed is not None:
-                        job.deliver(failed)
+                        job.deliver(_durable_without_receipt(failed))
                         continue
                     try:
                         results = log._outcomes(raw[id(job)], proofs if job.proofs else None, rtxn)
                     except TlogError as exc:
-                        job.deliver(exc)
+                        job.deliver(_durable_without_receipt(exc))
                         continue
                     job.deliver(results)

@@ -110,3 +110,23 @@ def test_a_failure_inside_the_storage_after_the_commit_is_not_a_lost_batch(
         assert after == 1
     finally:
         store.close()
+
+
+def test_a_receipt_that_cannot_be_built_says_the_entries_are_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("t", "bucket.example/logs/t")
+
+        def missing(self: object, *args: object) -> object:
+            raise StorageError("tile record 0/0 is missing")
+
+        monkeypatch.setattr(tlog.log.ProofBuilder, "inclusion_proofs", missing)
+        with pytest.raises(StorageError) as info:
+            asyncio.run(log.submit(b"no receipt"))
+        monkeypatch.undo()
+        assert "durable" in str(info.value) and "tile record 0/0 is missing" in str(info.value)
+        assert log.size == 1 and log.index_of(leaf_hash(b"no receipt")) == 0
+    finally:
+        store.close()
