@@ -10,7 +10,8 @@ Prints one JSON object per line per figure on stdout (progress goes to stderr):
    idle log (ms), next to ``fsync_small_file``: pwrite 4 KiB + os.fsync on the same disk.
 4. ``inclusion_proofs`` / ``consistency_proofs`` at the full tree size (proofs/s).
 5. ``append_rate_at_100k``, ``append_rate_at_full`` and ``append_rate_ratio``: the
-   append_many rate of a few batches at ~100k entries and again at the full size.
+   append_many rate of a window of batches at 100k entries (each run on a fresh tree)
+   and again at the full size; the ratio is each full-size run over the median at 100k.
    Every append rate here (figures 1 and 5, the build) is timed from an idle indexer
    until the indexer has indexed the window's last leaf, so it includes the index work.
 6. ``disk_per_entry_overhead``: (bytes in use by both LMDB envs) / entries minus the
@@ -34,6 +35,7 @@ import asyncio
 import contextlib
 import importlib.util
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -173,7 +175,7 @@ QUICK = Mode(
     fig2_rounds=10,
     fig3_submits=200,
     fig4_proofs=5_000,
-    fig5_batches=10,
+    fig5_batches=30,
 )
 FULL = Mode(
     runs=7,
@@ -182,7 +184,7 @@ FULL = Mode(
     fig2_rounds=20,
     fig3_submits=200,
     fig4_proofs=20_000,
-    fig5_batches=20,
+    fig5_batches=50,
 )
 
 
@@ -319,11 +321,19 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
     """Figures 4-6 (and 5's two rates) on one tree built to mode.full_size."""
     gen = Leaves(seed=1)
     full = mode.full_size
-    with open_log(d) as (store, log):
-        # Figure 5, first half: the rate at ~100k entries.
+    # Figure 5, first half: the rate at 100k entries, each run on its own fresh tree, so
+    # every window starts at exactly 100k (windows on one tree would drift to larger
+    # sizes, which are slower, and flatter the ratio).
+    at_100k = []
+    for run in range(mode.runs):
+        sub = d / f"at-100k-{run}"
+        with open_log(sub) as (store, log):
+            grow(store, log, gen, 100_000)
+            at_100k.append(append_rate(store, log, gen, mode.fig5_batches))
+        shutil.rmtree(sub)
+    progress(f"append rate at 100k: {statistics.median(at_100k):,.0f} entries/s")
+    with open_log(d / "big") as (store, log):
         grow(store, log, gen, 100_000)
-        at_100k = [append_rate(store, log, gen, mode.fig5_batches) for _ in range(mode.runs)]
-        progress(f"append rate at ~100k: {statistics.median(at_100k):,.0f} entries/s")
         # Build to the full size, timing each tenth.
         segments: list[float] = []
         start = log.size
@@ -365,7 +375,7 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
         progress(f"append rate at ~{base:,}: {statistics.median(at_full):,.0f} entries/s")
     # The store is closed: actual file sizes on disk, for the record.
     disk["files_bytes"] = {
-        env: (d / env / "data.mdb").stat().st_blocks * 512 for env in ("lmdb", "index")
+        env: (d / "big" / env / "data.mdb").stat().st_blocks * 512 for env in ("lmdb", "index")
     }
 
     emit(
@@ -387,17 +397,18 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
     p5 = {"batches_per_run": mode.fig5_batches, "batch": BATCH}
     emit(figure("append_rate_at_100k", at_100k, "entries/s", {**p5, "tree_size": 100_000}, m))
     emit(figure("append_rate_at_full", at_full, "entries/s", {**p5, "tree_size": base}, m))
-    ratios = [f / h for f, h in zip(at_full, at_100k, strict=True)]
+    # The 100k runs are on fresh trees, independent of the full-size runs, so there is
+    # nothing to pair: each full-size run is set against the median rate at 100k, and
+    # the figure's value (their median) is the ratio of the two medians.
+    ratios = [f / r100 for f in at_full]
     emit(
         figure(
             "append_rate_ratio",
             ratios,
             "ratio",
             {
-                "what": f"rate at {base:,} / rate at 100,000 (run i / run i)",
-                "median_ratio": round(rfull / r100, 4),
-                # Judged on the figure's own value (median of the paired ratios), the
-                # stricter of the two here and the one a reader sees.
+                "what": f"rate at {base:,} (each run) / median rate at 100,000",
+                "ratio_of_medians": round(rfull / r100, 4),
                 **floor_params(">= 0.90 (within 10%)", statistics.median(ratios) >= 0.9),
             },
             m,
