@@ -44,8 +44,8 @@ _log = logging.getLogger("tlog.indexer")
 MAX_PER_REQUEST = 1 << 14
 """Leaves of one log indexed per request at most (the rest at the next request). The
 writer waits for the index env's lock while a request is in progress whenever its batch
-has artifact ids to record, so this bounds that wait (16,384 random inserts take well
-under 100 ms at 10^7 entries on the reference machine)."""
+has artifact ids to record, so this bounds that wait (16,384 random inserts into the
+index of a 10^7-entry log took 45-155 ms on the reference machine, docs/benchmarks.md)."""
 
 REQUEST_TIMEOUT_S = 120.0
 """How long the parent waits for one answer before it takes the process for hung."""
@@ -137,18 +137,18 @@ class IndexProcess:
     def pid(self) -> int:
         return self._proc.pid
 
-    def index(self, targets: dict[int, int], timeout: float | None = None) -> dict[int, int]:
+    def index(self, targets: dict[int, int]) -> dict[int, int]:
         """Index each log id up to its size; return the hashed size of each.
 
         Raises IndexFailed if the request failed (nothing of it was committed), or
-        StorageError if the process is gone or gave no answer within ``timeout`` seconds
+        StorageError if the process is gone or gave no answer within REQUEST_TIMEOUT_S
         (it is then killed).
         """
         assert self._proc.stdin is not None and self._proc.stdout is not None
         if self._proc.poll() is not None:
             raise StorageError(f"the indexer process is gone (exit {self._proc.returncode})")
         request = " ".join(f"{log_id}:{size}" for log_id, size in targets.items())
-        deadline = time.monotonic() + (REQUEST_TIMEOUT_S if timeout is None else timeout)
+        deadline = time.monotonic() + REQUEST_TIMEOUT_S
         try:
             self._proc.stdin.write(request.encode() + b"\n")
             self._proc.stdin.flush()
