@@ -105,14 +105,15 @@ cannot be started or dies, the indexer thread does the inserts itself."""
 _EMPTY_SHA256 = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 
 
-def _durable_without_receipt(exc: TlogError) -> StorageError:
+def _durable_without_receipt(reason: str, cause: BaseException | None = None) -> StorageError:
     """Return the error for a job whose batch is committed but whose receipt failed: it
-    says the entries are durable (a caller must not write them again) and keeps the
-    cause chained."""
+    says the entries are durable (a caller must not write them again), with ``reason``,
+    and chains ``cause``."""
     error = StorageError(
-        f"the entries are durable, but no receipt could be made ({exc}); look them up by leaf hash"
+        f"the entries are durable, but no receipt could be made ({reason}); "
+        "look them up by leaf hash"
     )
-    error.__cause__ = exc
+    error.__cause__ = cause
     return error
 
 
@@ -1180,11 +1181,10 @@ class Store:
                     self._process(batch)
                 except BaseException:  # never let the writer die silently
                     _log.exception("writer thread failed on a batch")
-                    error = StorageError(
-                        "internal error after the batch was committed: its entries are "
-                        "durable, but no receipt could be made; look them up by leaf hash"
+                    error = (
+                        _durable_without_receipt("internal error after the commit")
                         if self._committed
-                        else "internal error while writing; nothing was written"
+                        else StorageError("internal error while writing; nothing was written")
                     )
                     for j in batch:
                         try:
@@ -1297,11 +1297,11 @@ class Store:
                         job.deliver((raw[id(job)], log.size, log._note))
                         continue
                     if job.proofs and failed is not None:
-                        job.deliver(_durable_without_receipt(failed))
+                        job.deliver(_durable_without_receipt(str(failed), failed))
                         continue
                     try:
                         results = log._outcomes(raw[id(job)], proofs if job.proofs else None, rtxn)
                     except TlogError as exc:
-                        job.deliver(_durable_without_receipt(exc))
+                        job.deliver(_durable_without_receipt(str(exc), exc))
                         continue
                     job.deliver(results)

@@ -15,6 +15,14 @@ from tlog.storage import Storage, StorageError
 from verifier.hashing import leaf_hash
 
 
+def _kept_at_zero_and_writer_goes_on(log: Log, leaf: bytes) -> None:
+    """The leaf is in the log at index 0 (a retry would find it, not write it again), and
+    the writer takes the next batch."""
+    assert log.size == 1 and log.index_of(leaf_hash(leaf)) == 0
+    (after,) = log.append_many([b"next"]).indexes
+    assert after == 1
+
+
 def test_a_failure_after_the_commit_says_the_entries_are_durable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -31,10 +39,7 @@ def test_a_failure_after_the_commit_says_the_entries_are_durable(
         assert "durable" in str(info.value) and "nothing was written" not in str(info.value)
         assert "writer thread failed on a batch" in caplog.text
         monkeypatch.undo()
-        # It is in the log, at index 0, and the writer goes on.
-        assert log.size == 1 and log.index_of(leaf_hash(b"durable")) == 0
-        (after,) = log.append_many([b"next"]).indexes
-        assert after == 1
+        _kept_at_zero_and_writer_goes_on(log, b"durable")
     finally:
         store.close()
 
@@ -92,22 +97,18 @@ def test_a_failure_inside_the_storage_after_the_commit_is_not_a_lost_batch(
         log = store.create_log("t", "bucket.example/logs/t")
         calls: list[int] = []
 
-        def broken_once(self: Storage) -> tuple[int, int]:
+        def broken(self: Storage) -> tuple[int, int]:
             calls.append(1)
             raise OSError("stat failed")
 
-        monkeypatch.setattr(Storage, "refresh_usage", broken_once)
+        monkeypatch.setattr(Storage, "refresh_usage", broken)
         with caplog.at_level(logging.ERROR):
             got = asyncio.run(log.submit(b"kept"))
         monkeypatch.undo()
         assert calls, "the failure was not exercised"
         assert "measuring storage use failed" in caplog.text
         assert isinstance(got, Appended) and got.index == 0
-        # A retry of the same leaf finds it instead of writing it a second time.
-        assert log.index_of(leaf_hash(b"kept")) == 0
-        assert log.size == 1
-        (after,) = log.append_many([b"next"]).indexes
-        assert after == 1
+        _kept_at_zero_and_writer_goes_on(log, b"kept")
     finally:
         store.close()
 
@@ -127,6 +128,6 @@ def test_a_receipt_that_cannot_be_built_says_the_entries_are_durable(
             asyncio.run(log.submit(b"no receipt"))
         monkeypatch.undo()
         assert "durable" in str(info.value) and "tile record 0/0 is missing" in str(info.value)
-        assert log.size == 1 and log.index_of(leaf_hash(b"no receipt")) == 0
+        _kept_at_zero_and_writer_goes_on(log, b"no receipt")
     finally:
         store.close()
