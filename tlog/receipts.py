@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,9 @@ from tlog.log import Appended
 from verifier.receipt import RECEIPT_HEADER, Receipt, format_receipt
 
 __all__ = ["receipt_dict", "receipts_json"]
+
+# Printable ASCII but '"' and '\\': a JSON string of these is the text between quotes.
+_PLAIN_JSON = re.compile(r"[ !#-\[\]-~]*")
 
 
 def _b64(raw: bytes) -> str:
@@ -52,32 +56,45 @@ def receipts_json(items: Sequence[Appended]) -> list[str]:
 
     The receipt text is C2SP tlog-proof (§Format): the header line, ``extra <leaf>``,
     ``index <n>``, one line per proof hash, a blank line and the checkpoint. Every part
-    but the checkpoint is base64 or ASCII digits, which JSON strings carry unescaped, so
-    only the newlines are written as ``\\n`` and the checkpoint is escaped once.
+    but the checkpoint and the artifact id is base64 or ASCII digits, which JSON strings
+    carry unescaped, so only the newlines are written as ``\\n`` and the checkpoint is
+    escaped once. Neighbouring leaves' proofs end alike (RFC 6962 §2.1.1: the hashes
+    above the point where their paths meet), so the text of each proof suffix is
+    written once and shared.
     """
-    hashes: dict[bytes, str] = {}
     notes: dict[str, str] = {}
+    suffixes: dict[tuple[bytes, ...], tuple[str, str]] = {(): ("", "")}
+
+    def proof_text(proof: tuple[bytes, ...]) -> tuple[str, str]:
+        """Return (the receipt's proof lines, the JSON list's items) of a proof."""
+        found = suffixes.get(proof)
+        if found is None:
+            lines, listed = proof_text(proof[1:])
+            h = _b64(proof[0])
+            found = suffixes[proof] = (f"\\n{h}{lines}", f'"{h}",{listed}' if listed else f'"{h}"')
+        return found
+
     out = []
     for a in items:
         note = notes.get(a.checkpoint)
         if note is None:
             note = notes[a.checkpoint] = json.dumps(a.checkpoint)[1:-1]
-        proof = []
-        for h in a.proof:
-            text = hashes.get(h)
-            if text is None:
-                text = hashes[h] = _b64(h)
-            proof.append(text)
+        lines, listed = proof_text(tuple(a.proof))
         leaf = _b64(a.leaf)
-        lines = "".join([f"\\n{p}" for p in proof])
-        listed = ",".join([f'"{p}"' for p in proof])
         version = "null" if a.version is None else str(int(a.version))
+        aid = a.artifact_id
+        if aid is None:
+            artifact_id = "null"
+        elif _PLAIN_JSON.fullmatch(aid):
+            artifact_id = f'"{aid}"'
+        else:
+            artifact_id = json.dumps(aid)
         out.append(
             f'{{"index":{int(a.index)},"tree_size":{int(a.size)},'
             f'"leaf_hash":"{_b64(a.leaf_hash)}","leaf":"{leaf}",'
             f'"inclusion_proof":[{listed}],"checkpoint":"{note}",'
             f'"receipt":"{RECEIPT_HEADER}\\nextra {leaf}\\nindex {int(a.index)}'
             f'{lines}\\n\\n{note}",'
-            f'"artifact_id":{json.dumps(a.artifact_id)},"version":{version}}}'
+            f'"artifact_id":{artifact_id},"version":{version}}}'
         )
     return out

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from verifier.hashing import EMPTY_ROOT, HASH_SIZE
 
@@ -67,6 +67,7 @@ Node = tuple[int, int]
 """A complete subtree as ``(level, index)``."""
 
 _NODE = b"\x01"
+T = TypeVar("T")
 _sha256 = hashlib.sha256
 
 
@@ -150,6 +151,54 @@ def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
     return ranges
 
 
+class _Walk(NamedTuple):
+    """The subtrees entered by one RFC 6962 §2.1.1 walk for many leaves, parents first."""
+
+    parents: list[int]
+    """The slot of each entered subtree's parent (-1: the root)."""
+    siblings: list[tuple[int, int]]
+    """The leaf range of each entered subtree's sibling: its path's first hash."""
+    leaf_slot: dict[int, int]
+    """The slot of each wanted leaf (-1 when the tree is that one leaf)."""
+
+
+def _walk(indexes: Sequence[int], size: int) -> _Walk:
+    """Walk down from the root of D[size] into every subtree holding one of the sorted
+    distinct indexes. Requires 0 <= index < size for each."""
+    if indexes and not 0 <= indexes[0] <= indexes[-1] < size:
+        raise AssertionError(f"bad math: inclusion paths for {indexes[0]}..{indexes[-1]} in {size}")
+    walk = _Walk([], [], {})
+    parents, siblings = walk.parents, walk.siblings
+    # (lo, hi, first, last, slot): the subtree [lo, hi) holds indexes[first:last].
+    stack = [(0, size, 0, len(indexes), -1)] if indexes else []
+    while stack:
+        lo, hi, first, last, slot = stack.pop()
+        if hi - lo == 1:
+            walk.leaf_slot[lo] = slot
+            continue
+        mid = lo + split_point(hi - lo)
+        cut = bisect_left(indexes, mid, first, last)
+        if cut > first:
+            parents.append(slot)
+            siblings.append((mid, hi))
+            stack.append((lo, mid, first, cut, len(siblings) - 1))
+        if cut < last:
+            parents.append(slot)
+            siblings.append((lo, mid))
+            stack.append((mid, hi, cut, last, len(siblings) - 1))
+    return walk
+
+
+def _paths(walk: _Walk, first_step: Sequence[T]) -> dict[int, list[T]]:
+    """Return each wanted leaf's path: ``first_step[slot]`` of each subtree from the leaf
+    up. A subtree's path is its own step followed by its parent's path, so building one
+    is one list copy, not one Python step per level."""
+    paths: list[list[T]] = []
+    for parent, step in zip(walk.parents, first_step, strict=True):
+        paths.append([step, *paths[parent]] if parent >= 0 else [step])
+    return {leaf: (paths[slot] if slot >= 0 else []) for leaf, slot in walk.leaf_slot.items()}
+
+
 def inclusion_plans(indexes: Sequence[int], size: int) -> dict[int, list[tuple[int, int]]]:
     """Return {index: inclusion_ranges(index, size)} for sorted distinct indexes.
 
@@ -157,24 +206,8 @@ def inclusion_plans(indexes: Sequence[int], size: int) -> dict[int, list[tuple[i
     subtree is entered only if it holds one of them, so the work is about the number
     of proof hashes returned, not indexes times depth.
     """
-    if indexes and not 0 <= indexes[0] <= indexes[-1] < size:
-        raise AssertionError(f"bad math: inclusion plans for {indexes[0]}..{indexes[-1]} in {size}")
-    out: dict[int, list[tuple[int, int]]] = {}
-    # (lo, hi, first, last, ranges above): the subtree [lo, hi) holds indexes[first:last].
-    stack: list[tuple[int, int, int, int, list[tuple[int, int]]]] = [(0, size, 0, len(indexes), [])]
-    while stack:
-        lo, hi, first, last, above = stack.pop()
-        if hi - lo == 1:
-            above.reverse()
-            out[lo] = above
-            continue
-        mid = lo + split_point(hi - lo)
-        cut = bisect_left(indexes, mid, first, last)
-        if cut > first:
-            stack.append((lo, mid, first, cut, [*above, (mid, hi)]))
-        if cut < last:
-            stack.append((mid, hi, cut, last, [*above, (lo, mid)]))
-    return out
+    walk = _walk(indexes, size)
+    return _paths(walk, walk.siblings)
 
 
 def consistency_ranges(old: int, new: int) -> list[tuple[int, int]]:
@@ -277,15 +310,17 @@ class ProofBuilder:
     def inclusion_proofs(self, indexes: Iterable[int], size: int) -> dict[int, list[bytes]]:
         """Return {index: PATH(index, D[size])} (RFC 6962 §2.1.1) for many indexes at once.
 
-        One walk down the tree serves them all: the sibling ranges above the point where
-        two indexes part are planned once, and every distinct range is read or folded
-        once (a batch of receipts for neighbouring leaves shares most of its hashes).
+        One walk down the tree serves them all (the walk of inclusion_plans): a subtree
+        is entered only if it holds one of the indexes, and every distinct sibling range
+        is read or folded once. Each entered subtree's path is its sibling's hash followed
+        by its parent's path, so a path is one list copy of its parent's, not one Python
+        step per hash (a batch of receipts for neighbouring leaves shares most of them).
         Requires 0 <= index < size for each index.
         """
-        plans = inclusion_plans(sorted(set(indexes)), size)
-        distinct = list({r: None for plan in plans.values() for r in plan})
+        walk = _walk(sorted(set(indexes)), size)
+        distinct = list(dict.fromkeys(walk.siblings))
         hashes = dict(zip(distinct, self.range_hashes(distinct), strict=True))
-        return {index: [hashes[r] for r in plan] for index, plan in plans.items()}
+        return _paths(walk, [hashes[r] for r in walk.siblings])
 
 
 class TileRecords(Protocol):

@@ -67,3 +67,34 @@ def test_batch_answer_shares_checkpoint_and_hashes_and_parses() -> None:
         assert receipt.checkpoint == CHECKPOINT
         assert obj["checkpoint"] == CHECKPOINT
         assert obj["artifact_id"] == a.artifact_id
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(hashes, max_size=24),
+    st.lists(st.lists(st.sampled_from([bytes(32), b"\xff" * 32, bytes(range(32))]), max_size=4)),
+)
+def test_proofs_that_share_suffixes_are_written_whole(
+    shared: list[bytes], prefixes: list[list[bytes]]
+) -> None:
+    # Neighbouring leaves' proofs end alike and the writer shares the text of a common
+    # suffix: every proof, including one that is a suffix of another, must still come
+    # out whole and in order.
+    proofs = [tuple(prefix) + tuple(shared) for prefix in prefixes] + [tuple(shared), ()]
+    items = [
+        Appended(
+            index=i,
+            size=len(proofs),
+            leaf=b"x",
+            leaf_hash=bytes(32),
+            checkpoint=CHECKPOINT,
+            proof=proof,
+            version=1,
+            artifact_id=f'id "{i}" \u00e9',
+        )
+        for i, proof in enumerate(proofs)
+    ]
+    for text, a in zip(receipts_json(items), items, strict=True):
+        obj = json.loads(text)
+        assert obj == receipt_dict(a)
+        assert parse_receipt(obj["receipt"]).proof == a.proof
