@@ -461,6 +461,24 @@ class EnvelopeTemplate:
             raise LeafTooLarge(f"leaf: {len(leaf)} bytes exceeds {MAX_LEAF_BYTES}")
         return leaf
 
+    def check_room(self, version: int, prev_index: int, integrated_at: int) -> None:
+        """Raise LeafTooLarge unless the leaf at these values would fit in MAX_LEAF_BYTES.
+
+        The size check of ``leaf`` without building the leaf: with the largest values the
+        sequencer can fill in, a template that passes gives a leaf that fits. The values
+        must be valid (version >= 1, prev_index and integrated_at >= 0).
+        """
+        size = (
+            len(self.head)
+            + len(self.middle)
+            + len(self.tail)
+            + len(_cbor_uint(version))
+            + len(_cbor_uint(prev_index))
+            + len(_cbor_uint(integrated_at))
+        )
+        if size > MAX_LEAF_BYTES:
+            raise LeafTooLarge(f"leaf: {size} bytes exceeds {MAX_LEAF_BYTES}")
+
 
 # The parts that depend on one name only: a service has a handful of products, types and
 # principals, so each is checked and encoded once (a failed check raises and is not kept).

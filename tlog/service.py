@@ -198,10 +198,10 @@ class Service:
         Raises InvalidEntry (422) for schema problems and PayloadTooLarge (413) for a body
         over the artifact size limit.
         """
-        if not isinstance(payload, Mapping):
+        if type(payload) is not dict and not isinstance(payload, Mapping):
             raise InvalidEntry("a submission must be a JSON object or CBOR map")
-        unknown = sorted(str(k) for k in set(payload) - _FIELDS)
-        if unknown:
+        if not _FIELDS.issuperset(payload):
+            unknown = sorted(str(k) for k in set(payload) - _FIELDS)
             raise SchemaDrift(f"unknown field(s): {', '.join(unknown)}")
         spec = self.config.products[product]
         artifact_type = payload.get("artifact_type")
@@ -216,17 +216,18 @@ class Service:
         if artifact_id is not None and not isinstance(artifact_id, str):
             raise InvalidEntry("artifact_id must be a string")
         metadata, encoded_metadata = encode_metadata(payload.get("metadata", {}))
-        claimed = sorted(_SERVER_FACTS.intersection(metadata))
-        if claimed:
+        if not _SERVER_FACTS.isdisjoint(metadata):
+            claimed = sorted(_SERVER_FACTS.intersection(metadata))
             raise ProvenanceClaim(
                 f"metadata may not state {', '.join(claimed)}: the server records those "
                 "facts itself, and a claim must not pass for proof"
             )
-        for key in sorted(_OWNERSHIP.intersection(metadata)):
-            if metadata[key] != product:
-                raise MetadataPoisoning(
-                    f"metadata.{key} names {metadata[key]!r}, but this is {product}'s log"
-                )
+        if not _OWNERSHIP.isdisjoint(metadata):
+            for key in sorted(_OWNERSHIP.intersection(metadata)):
+                if metadata[key] != product:
+                    raise MetadataPoisoning(
+                        f"metadata.{key} names {metadata[key]!r}, but this is {product}'s log"
+                    )
         expected = payload.get("expected_version")
         if expected is not None and (
             not isinstance(expected, int) or isinstance(expected, bool) or expected < 0
@@ -303,7 +304,7 @@ class Service:
         )
         template = draft.template(submission.encoded_metadata)
         # The largest values the writer can fill in: if this fits, the real leaf will.
-        template.leaf(2**31, 2**62, 2**62)
+        template.check_room(2**31, 2**62, 2**62)
         return draft
 
 

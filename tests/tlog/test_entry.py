@@ -676,6 +676,41 @@ def test_leaf_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
         encode_envelope(_padded(MAX_LEAF_BYTES + 1))
 
 
+@pytest.mark.parametrize("size", [MAX_LEAF_BYTES - 40, MAX_LEAF_BYTES - 17, MAX_LEAF_BYTES - 1])
+def test_check_room_agrees_with_building_the_leaf(
+    monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    # The service checks a template with the largest sequenced values without building
+    # the leaf; near the limit its verdict must be the one leaf() gives.
+    monkeypatch.setattr(tlog.entry, "MAX_METADATA_BYTES", 10 * MAX_LEAF_BYTES)
+    e = _padded(size)
+    template = tlog.entry.prepare_envelope(
+        product=e.product,
+        artifact_type=e.artifact_type,
+        artifact_id=e.artifact_id,
+        principal=e.principal,
+        body_sha256=e.body_sha256,
+        body_size=e.body_size,
+        metadata=e.metadata,
+    )
+    verdicts = []
+    for values in [(2, 0, 0), (24, 255, 2**32), (2**31, 2**62, 2**62), (2**63 - 1,) * 3]:
+        try:
+            template.leaf(*values)
+            fits = True
+        except LeafTooLarge:
+            fits = False
+        if fits:
+            template.check_room(*values)
+        else:
+            with pytest.raises(LeafTooLarge):
+                template.check_room(*values)
+        verdicts.append(fits)
+    assert verdicts[0]
+    if size == MAX_LEAF_BYTES - 1:
+        assert not verdicts[-1]  # both verdicts are exercised
+
+
 def test_decode_rejects_oversized_leaf_before_parsing() -> None:
     with pytest.raises(LeafTooLarge):
         decode_envelope(b"\xff" * (MAX_LEAF_BYTES + 1))
