@@ -1038,8 +1038,9 @@ def render(
         ),
         "",
         "How to run: `make bench` (quick, under 10 minutes) or `make bench-full` (about an "
-        "hour; its scale curve goes to 10^8 entries when the disk has ~56 GB + 10 GiB free, "
-        "else stops at the largest size that fits and says so). Some scripts only: "
+        "hour to 10^7; its scale curve goes on to 10^8 entries when the disk has ~56 GB + "
+        "10 GiB free, hours more, else stops at the largest size that fits and says so; "
+        "`make bench-full SCALE_MAX_SIZE=10000000` stops it at 10^7). Some scripts only: "
         "`.venv/bin/python bench/run_all.py --quick --only peers,scale`. This block again "
         "from a results file: `.venv/bin/python bench/report.py bench/results/<file>.json`.",
         "",

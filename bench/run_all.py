@@ -8,7 +8,8 @@ and then runs bench/report.py, which regenerates the generated part of
 docs/benchmarks.md and its plots.
 
     .venv/bin/python bench/run_all.py --quick     # make bench: under 10 minutes
-    .venv/bin/python bench/run_all.py             # make bench-full: about an hour
+    .venv/bin/python bench/run_all.py             # make bench-full: hours if 10^8 fits
+    .venv/bin/python bench/run_all.py --scale-max-size 10000000   # full, curves to 10^7
     .venv/bin/python bench/run_all.py --quick --only peers,scale
 
 A script that fails (or runs past its time limit) is recorded with its exit status and
@@ -232,10 +233,14 @@ def _pump_stderr(stream: IO[bytes], tail: deque[str], prefix: str) -> None:
 _CURRENT: subprocess.Popen[bytes] | None = None
 
 
-def run_script(script: Script, quick: bool, env: dict[str, str]) -> Outcome:
+def run_script(
+    script: Script, quick: bool, env: dict[str, str], extra: tuple[str, ...] = ()
+) -> Outcome:
+    """Run one bench script (its quick or full arguments, then ``extra``) to the end or
+    its timeout, and return what it printed and how it ended."""
     global _CURRENT
     path = _BENCH / f"{script.name}.py"
-    args = list(script.quick_args if quick else script.full_args)
+    args = [*(script.quick_args if quick else script.full_args), *extra]
     argv = [sys.executable, str(path), *args]
     outcome = Outcome(script.name, [f"bench/{script.name}.py", *args])
     if not path.exists():
@@ -378,6 +383,13 @@ def main(argv: list[str] | None = None) -> int:
         "http is short for http_service)",
     )
     parser.add_argument("--no-report", action="store_true", help="do not regenerate the docs")
+    parser.add_argument(
+        "--scale-max-size",
+        type=int,
+        metavar="N",
+        help="largest tree bench/scale.py builds (its --max-size; by default full mode goes "
+        "to 10^8 if the disk has room, which takes hours on 2 cores)",
+    )
     parser.add_argument("--output", type=Path, help="results file (default bench/results/)")
     args = parser.parse_args(argv)
     names = [s.name for s in SCRIPTS]
@@ -413,7 +425,10 @@ def main(argv: list[str] | None = None) -> int:
             if script.name not in only:
                 continue
             common.progress(f"--- bench/{script.name}.py ({mode})")
-            outcome = run_script(script, args.quick, env)
+            extra: tuple[str, ...] = ()
+            if script.name == "scale" and args.scale_max_size is not None:
+                extra = ("--max-size", str(args.scale_max_size))
+            outcome = run_script(script, args.quick, env, extra)
             outcomes.append(outcome)
             common.progress(
                 f"--- bench/{script.name}.py: {outcome.status} in {outcome.seconds:.0f} s, "
