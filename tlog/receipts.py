@@ -8,8 +8,8 @@ artifact's ``artifact_id`` and ``version``.
 :func:`receipt_dict` says what an object holds, plainly; :func:`receipts_json` writes the
 same objects as JSON text for a whole batch at once. A batch answer repeats the same
 checkpoint and most proof hashes in every item (a hundred receipts are about 250 KB), so
-the fast writer escapes the checkpoint once and base64-encodes each distinct hash once.
-The tests check that both give equal JSON for every case.
+the fast writer escapes the checkpoint once and writes the text of each distinct proof
+suffix once. The tests check that both give equal JSON for every case.
 """
 
 from __future__ import annotations
