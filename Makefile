@@ -34,10 +34,10 @@ bench-deps: $(STAMP)
 	  $(BIN)/pip install --quiet -e '.[bench]' || \
 	  echo "bench: could not install the [bench] extra (matplotlib, pymerkle); going on without it"
 
-# Quick suite (under 10 minutes on 2 cores) and the long one (about an hour to 10^7; its
-# scale curve goes on to 10^8 when the disk has room, hours more; SCALE_MAX_SIZE=10000000
-# stops it at 10^7); both write bench/results/<date>.json and regenerate
-# docs/benchmarks.md and its plots.
+# Quick suite (under 10 minutes on 2 cores) and the long one (about 40 minutes: its scale
+# curve goes to 10^8 when the disk has ~66 GB free, which is half of that time;
+# SCALE_MAX_SIZE=10000000 stops it at 10^7, about 22 minutes); both write
+# bench/results/<date>.json and regenerate docs/benchmarks.md and its plots.
 bench: bench-deps
 	$(BIN)/python bench/run_all.py --quick
 

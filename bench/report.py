@@ -1022,7 +1022,13 @@ def render(
             if mode == "quick" and results.get("quick_budget_s")
             else ""
         )
-        + f", code at `{results.get('revision', '?')}`. Results: "
+        + f", code at `{results.get('revision', '?')}`"
+        + (
+            f" (HEAD at the end: `{results['revision_at_end']}`)"
+            if results.get("revision_at_end")
+            else ""
+        )
+        + ". Results: "
         f"[`bench/results/{results_name}`](../bench/results/{results_name})."
         + (
             " Scripts this run did not run are filled in from earlier runs: "
@@ -1037,10 +1043,11 @@ def render(
             else ""
         ),
         "",
-        "How to run: `make bench` (quick, under 10 minutes) or `make bench-full` (about an "
-        "hour to 10^7; its scale curve goes on to 10^8 entries when the disk has ~56 GB + "
-        "10 GiB free, hours more, else stops at the largest size that fits and says so; "
-        "`make bench-full SCALE_MAX_SIZE=10000000` stops it at 10^7). Some scripts only: "
+        "How to run: `make bench` (quick, under 10 minutes) or `make bench-full` (about 40 "
+        "minutes on 2 cores; its scale curve goes to 10^8 entries when the disk has ~56 GB + "
+        "10 GiB free, else stops at the largest size that fits and says so; "
+        "`make bench-full SCALE_MAX_SIZE=10000000` stops it at 10^7, about 22 minutes). "
+        "Some scripts only: "
         "`.venv/bin/python bench/run_all.py --quick --only peers,scale`. This block again "
         "from a results file: `.venv/bin/python bench/report.py bench/results/<file>.json`.",
         "",

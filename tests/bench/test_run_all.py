@@ -95,6 +95,32 @@ def test_missing_optional_dependencies_are_skipped_not_fatal(tmp_path: Path) -> 
     assert list(tmp.iterdir()) == []  # the run's temporary directory is gone
 
 
+@pytest.mark.parametrize("revisions", [("aaa1111", "aaa1111"), ("aaa1111", "bbb2222")])
+def test_the_revision_is_the_code_at_the_start(tmp_path: Path, revisions: tuple[str, str]) -> None:
+    # A commit made while the suite runs does not change the scripts already running:
+    # the results name the revision at the start, and the one at the end if it moved.
+    shadow = tmp_path / "shadow"
+    (shadow / "pymerkle").mkdir(parents=True)
+    (shadow / "pymerkle" / "__init__.py").write_text("raise ImportError('no pymerkle')\n")
+    driver = DRIVER.replace(
+        "sys.exit(", "revs = iter(sys.argv[3:])\nrun_all.revision = lambda: next(revs)\nsys.exit("
+    )
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", driver, str(BENCH / "run_all.py"), str(out), *revisions],
+        env=dict(os.environ, PYTHONPATH=str(shadow)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    assert results["revision"] == revisions[0]
+    assert results.get("revision_at_end") == (
+        None if revisions[0] == revisions[1] else revisions[1]
+    )
+
+
 def test_only_takes_the_old_http_name_and_refuses_unknown_ones(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
