@@ -100,6 +100,7 @@ __all__ = [
     "decode_envelope",
     "encode_envelope",
     "encode_metadata",
+    "envelope_template",
     "envelope_to_json",
     "prepare_envelope",
     "validate_metadata",
@@ -373,6 +374,13 @@ def encode_envelope(envelope: Envelope) -> bytes:
     18 KiB, so this guards the entry-bundle format rather than a reachable case).
     """
     e = envelope
+    return envelope_template(e).leaf(e.version, e.prev_index, e.integrated_at)
+
+
+def envelope_template(envelope: Envelope) -> EnvelopeTemplate:
+    """Return the template of an envelope's fixed fields (all but version, prev_index and
+    integrated_at). Raises InvalidEntry / LeafTooLarge as prepare_envelope does."""
+    e = envelope
     return prepare_envelope(
         product=e.product,
         artifact_type=e.artifact_type,
@@ -381,7 +389,7 @@ def encode_envelope(envelope: Envelope) -> bytes:
         body_sha256=e.body_sha256,
         body_size=e.body_size,
         metadata=e.metadata,
-    ).leaf(e.version, e.prev_index, e.integrated_at)
+    )
 
 
 def _cbor_uint(n: int) -> bytes:

@@ -684,15 +684,7 @@ def test_check_room_agrees_with_building_the_leaf(
     # the leaf; near the limit its verdict must be the one leaf() gives.
     monkeypatch.setattr(tlog.entry, "MAX_METADATA_BYTES", 10 * MAX_LEAF_BYTES)
     e = _padded(size)
-    template = tlog.entry.prepare_envelope(
-        product=e.product,
-        artifact_type=e.artifact_type,
-        artifact_id=e.artifact_id,
-        principal=e.principal,
-        body_sha256=e.body_sha256,
-        body_size=e.body_size,
-        metadata=e.metadata,
-    )
+    template = tlog.entry.envelope_template(e)
     verdicts = []
     for values in [(2, 0, 0), (24, 255, 2**32), (2**31, 2**62, 2**62), (2**63 - 1,) * 3]:
         try:
@@ -1026,15 +1018,7 @@ def test_control_character_class_is_unicode_category_cc() -> None:
 def test_template_of_an_envelope_encodes_like_cbor2(envelope: Envelope) -> None:
     """The three-part template (what the writer fills in) gives cbor2's canonical bytes."""
     e = envelope
-    template = tlog.entry.prepare_envelope(
-        product=e.product,
-        artifact_type=e.artifact_type,
-        artifact_id=e.artifact_id,
-        principal=e.principal,
-        body_sha256=e.body_sha256,
-        body_size=e.body_size,
-        metadata=e.metadata,
-    )
+    template = tlog.entry.envelope_template(e)
     expected = cbor2.dumps(tlog.entry._to_cbor_map(e), canonical=True)
     assert template.leaf(e.version, e.prev_index, e.integrated_at) == expected
     for version, prev, at in [(1, None, 0), (24, 23, 255), (2**32, 2**16, 2**63 - 1)]:
