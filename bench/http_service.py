@@ -978,6 +978,7 @@ async def bench(
     """Measure every figure; without ``bare`` (--governance-only) only the submission
     figures and governance's cost, without ``free`` none of the ungoverned figures."""
     key = keys[PRODUCT]
+    demo = parse_config(default_config_text()).limits
     generator = "wrk" if wrk else "built-in asyncio (uvloop) generator"
     common = {
         "revision": revision(),
@@ -986,7 +987,7 @@ async def bench(
         "generator": generator,
         "quick": mode.quick,
         "write_rate_limits": f"{BENCH_WRITE_RATE:,}/s per product and in all (demo config: "
-        "20,000 and 50,000): capacity, not policy",
+        f"{demo.write_rate_per_product:,} and {demo.write_rate_global:,}): capacity, not policy",
     }
     if mode.quick:
         common["note"] = f"quick mode: {mode.runs} runs of {mode.duration:g} s (full: 5 of 10 s)"
