@@ -12,36 +12,36 @@ hash are four independent uniform probes; no further hashing is needed.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
+
 __all__ = ["Bloom"]
 
 
 class Bloom:
-    """A fixed-size Bloom filter of 32-byte hashes. Not thread-safe for writers: one
-    thread adds, any thread may query."""
+    """A fixed-size Bloom filter of 32-byte hashes. Any number of threads may add and
+    query: adds hold a lock, since setting a bit is a read-modify-write of its byte that
+    another thread's add could otherwise undo; queries need none, since bits are only
+    ever set, never cleared."""
 
     def __init__(self, bits_log2: int = 28) -> None:
         self._mask = (1 << bits_log2) - 1
         self._bits = bytearray(1 << (bits_log2 - 3))
+        self._lock = threading.Lock()
 
     def add(self, digest: bytes) -> None:
         """Add a 32-byte hash."""
+        self.add_many((digest,))
+
+    def add_many(self, digests: Iterable[bytes]) -> None:
+        """Add many 32-byte hashes, under the lock once for all of them."""
         bits, mask = self._bits, self._mask
-        v = int.from_bytes(digest, "little")
-        for shift in (0, 64, 128, 192):
-            p = (v >> shift) & mask
-            bits[p >> 3] |= 1 << (p & 7)
-
-    def merge(self, other: Bloom) -> None:
-        """Add every hash of another filter of the same size (bitwise OR)."""
-        if len(other._bits) != len(self._bits):
-            raise AssertionError("bad math: merging Bloom filters of different sizes")
-        merged = int.from_bytes(self._bits, "little") | int.from_bytes(other._bits, "little")
-        self._bits[:] = merged.to_bytes(len(self._bits), "little")
-
-    def add_many(self, digests: list[bytes]) -> None:
-        """Add many 32-byte hashes."""
-        for digest in digests:
-            self.add(digest)
+        with self._lock:
+            for digest in digests:
+                v = int.from_bytes(digest, "little")
+                for shift in (0, 64, 128, 192):
+                    p = (v >> shift) & mask
+                    bits[p >> 3] |= 1 << (p & 7)
 
     def __contains__(self, digest: bytes) -> bool:
         """Return False if the hash was certainly never added, True if it may have been."""

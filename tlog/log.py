@@ -320,11 +320,14 @@ class Log:
         self._new_hashes: list[bytes] = []
         # Raw logs deduplicate: the filter is filled by the indexer thread at start-up.
         self.dedup = kind == RAW
-        # The writer thread alone adds to _bloom (every committed hash, at commit); the
-        # indexer builds the filter of the hashes stored before start-up in _bloom_base,
-        # which the writer merges in. Until then "not in the filter" proves nothing.
+        # The writer thread adds every hash it commits to _bloom, and the indexer thread
+        # adds the hashes stored before start-up (_build_bloom), then sets _bloom_built.
+        # Until the writer sees that, "not in the filter" proves nothing. (Adding into
+        # the one live filter keeps the writer from OR-ing a 32 MiB start-up filter into
+        # it, which held the GIL for ~200 ms on the first batch after every start.)
         self._bloom = Bloom() if self.dedup else None
-        self._bloom_base: Bloom | None = None
+        self._bloom_built = False
+        self._bloom_stale = False  # leaves appended by another process: never trust it
         self._bloom_ready = self._size == 0  # an empty filter is complete for an empty log
         self._catch_up_index()
 
@@ -372,21 +375,23 @@ class Log:
             st.put_version(itxn, self.dbs, env.artifact_id, env.version, index)
 
     def _build_bloom(self) -> None:
-        """Build the filter of the hashes stored at start-up (indexer thread); the writer
-        merges it into the live filter at its next batch."""
-        if self._bloom is None or self._bloom_ready:
+        """Add the hashes stored at start-up to the live filter (indexer thread), then
+        set ``_bloom_built``; the writer trusts the filter from its next batch on.
+
+        Raises StorageError if a level-0 tile record is missing.
+        """
+        bloom = self._bloom
+        if bloom is None or self._bloom_ready:
             return
-        base = Bloom()
-        size = self._size
+        size = self._size  # later hashes are the writer's: it adds each at commit
         with self.store.storage.read() as txn:
             for tile in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
                 record = st.get_tile_record(txn, self.dbs, 0, tile)
                 if record is None:
                     raise StorageError(f"log {self.name}: tile record 0/{tile} is missing")
                 width = min(TILE_WIDTH, size - tile * TILE_WIDTH)
-                for i in range(width):
-                    base.add(record[32 * i : 32 * i + 32])
-        self._bloom_base = base
+                bloom.add_many(record[32 * i : 32 * i + 32] for i in range(width))
+        self._bloom_built = True
 
     # -- state ----------------------------------------------------------------------
 
@@ -550,9 +555,7 @@ class Log:
         versions: list[tuple[str, int, int]] = []
         bodies: list[tuple[int, bytes]] = []
         bloom = self._bloom
-        if bloom is not None and self._bloom_base is not None:
-            bloom.merge(self._bloom_base)
-            self._bloom_base = None
+        if not self._bloom_ready and self._bloom_built and not self._bloom_stale:
             self._bloom_ready = True
         leaves: list[bytes] = []
         hashes: list[bytes] = []
@@ -691,6 +694,7 @@ class Log:
         self._next = (self._size, self._root, self._note)
         self._records = {}
         # Leaves appended elsewhere are not in our dedup filter: look up exactly from now on.
+        self._bloom_stale = True
         self._bloom_ready = False
 
     def _commit(self) -> None:
@@ -1022,8 +1026,8 @@ class Store:
     def _run_indexer(self) -> None:
         """Keep the leaf-hash index up to date off the commit path.
 
-        At start-up it builds each raw log's filter of the hashes stored so far (until the
-        writer merges it, the writer looks every new leaf up exactly). Then it takes every
+        At start-up it adds the hashes stored so far to each raw log's filter (until it
+        is done, the writer looks every new leaf up exactly). Then it takes every
         committed batch queued so far (at most MAX_INDEX_BACKLOG) and has the indexer
         process (tlog.indexer) index each log up to its newest committed size in one
         index transaction; the batches queued meanwhile make the next, larger, request.
