@@ -105,6 +105,16 @@ cannot be started or dies, the indexer thread does the inserts itself."""
 _EMPTY_SHA256 = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 
 
+def _idempotency_slot(item: Draft) -> bytes:
+    """Return the key of an item's idempotency record: SHA-256 of its principal, 0x00
+    and its Idempotency-Key (UTF-8). Scoped to the principal, so two principals' equal
+    keys are unrelated (one can neither replay nor probe the other's), and 32 bytes
+    whatever the key's length (LMDB keys hold at most 511 bytes)."""
+    assert item.idempotency_key is not None
+    scoped = f"{item.principal}\x00{item.idempotency_key}".encode("utf-8", "surrogatepass")
+    return hashlib.sha256(scoped).digest()
+
+
 def _durable_without_receipt(reason: str, cause: BaseException | None = None) -> StorageError:
     """Return the error for a job whose batch is committed but whose receipt failed: it
     says the entries are durable (a caller must not write them again), with ``reason``,
@@ -163,9 +173,18 @@ class Draft:
         """Return the envelope template of this draft, checking it once (then cached).
 
         ``encoded_metadata``: the metadata's CBOR if the caller already validated it.
-        Raises InvalidEntry / LeafTooLarge (tlog.entry.prepare_envelope).
+        Raises InvalidEntry / LeafTooLarge (tlog.entry.prepare_envelope), and InvalidEntry
+        for an artifact id the artifact index cannot key (over st.MAX_ARTIFACT_ID_BYTES).
         """
         if self._template is None:
+            aid = self.artifact_id
+            if type(aid) is str and len(aid) * 4 > st.MAX_ARTIFACT_ID_BYTES:  # else it fits
+                size = len(aid.encode("utf-8", "surrogatepass"))
+                if size > st.MAX_ARTIFACT_ID_BYTES:
+                    raise InvalidEntry(
+                        f"artifact_id: must be at most {st.MAX_ARTIFACT_ID_BYTES} bytes of "
+                        f"UTF-8 here (the artifact index's key limit), got {size}"
+                    )
             template = prepare_envelope(
                 product=self.product,
                 artifact_type=self.artifact_type,
@@ -551,7 +570,7 @@ class Log:
         # each kind in one call (tlog.storage.put_versions says why); until then these
         # answer the lookups of later items in the same batch.
         batch_versions: dict[str, tuple[int, int]] = {}
-        batch_idempotency: dict[str, dict[str, Any]] = {}
+        batch_idempotency: dict[bytes, dict[str, Any]] = {}
         versions: list[tuple[str, int, int]] = []
         bodies: list[tuple[int, bytes]] = []
         bloom = self._bloom
@@ -570,10 +589,9 @@ class Log:
                         + ("artifact submissions" if envelopes else "raw leaves")
                     )
                 if isinstance(item, Draft):
-                    if item.idempotency_key is not None:
-                        rec = batch_idempotency.get(item.idempotency_key) or st.get_idempotency(
-                            txn, dbs, item.idempotency_key
-                        )
+                    slot = None if item.idempotency_key is None else _idempotency_slot(item)
+                    if slot is not None:
+                        rec = batch_idempotency.get(slot) or st.get_idempotency(txn, dbs, slot)
                         if rec is not None:
                             if rec["digest"] != item.request_digest.hex():
                                 raise Conflict(
@@ -629,8 +647,8 @@ class Log:
                 versions.append((item.artifact_id, version, index))
                 if item.body:
                     bodies.append((index, item.body))
-                if item.idempotency_key is not None:
-                    batch_idempotency[item.idempotency_key] = {
+                if slot is not None:
+                    batch_idempotency[slot] = {
                         "digest": item.request_digest.hex(),
                         "index": index,
                     }
@@ -690,9 +708,20 @@ class Log:
             raise KeyProblem(f"log {self.name}: stored checkpoint does not verify ({exc})") from exc
         if size < self._size:
             raise StorageError(f"log {self.name} shrank from {self._size} to {size}")
+        # The other process's leaves may not be in the index env yet (its indexer runs
+        # after its commit, and it may die first): treat them like a batch of our own,
+        # findable in _unindexed until our indexer has indexed them.
+        first = self._size
+        hashes = st.leaf_hashes(txn, self.dbs, first, size)
         self._size, self._root, self._note = size, cp.root, note.decode()
         self._next = (self._size, self._root, self._note)
         self._records = {}
+        if hashes:
+            adopted: dict[bytes, int] = {}
+            for i, h in enumerate(hashes, first):
+                adopted.setdefault(h, i)
+            self._unindexed[first] = adopted
+            self.store._index_later(self, first, hashes)
         # Leaves appended elsewhere are not in our dedup filter: look up exactly from now on.
         self._bloom_stale = True
         self._bloom_ready = False
@@ -930,6 +959,9 @@ class Store:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._to_settle: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
         self._closed = False
+        # Held across _closed's check and the put in _enqueue, and by close() across
+        # setting it and queueing the writer's stop: no job lands after the stop, unanswered.
+        self._enqueue_lock = threading.Lock()
         self._committed = False  # the writer thread: has the current batch committed?
         self._last_jobs = 0  # the writer thread: jobs in the last batch
         self._last_done = 0.0  # the writer thread: time.monotonic() after the last batch
@@ -1002,10 +1034,11 @@ class Store:
 
     def close(self) -> None:
         """Finish queued work, stop the writer and close the environment."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
+        with self._enqueue_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
         self._thread.join()
         self._index_queue.put(None)
         self._indexer.join()
@@ -1119,9 +1152,11 @@ class Store:
     # -- the writer thread --------------------------------------------------------------
 
     def _enqueue(self, job: _Job) -> None:
-        if self._closed:
-            raise StorageError("the store is closed")
-        self._queue.put(job)
+        """Queue a job for the writer. Raises StorageError once the store is closing."""
+        with self._enqueue_lock:
+            if self._closed:
+                raise StorageError("the store is closed")
+            self._queue.put(job)
 
     def _resolve(
         self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any
@@ -1213,8 +1248,10 @@ class Store:
             with self.storage.write() as wtxn:
                 for log in touched:
                     items = [it for job in by_log[log.name] for it in job.items]
-                    before = log.size
                     outcomes = log._integrate(wtxn, items, now_ms)
+                    # After _integrate: it may have adopted another process's appends,
+                    # which are that process's to record, not this batch's.
+                    before = log.size
                     pos = 0
                     for job in by_log[log.name]:
                         raw[id(job)] = outcomes[pos : pos + len(job.items)]

@@ -26,7 +26,7 @@ database            key                          value
 ``<id>/checkpoints`` tree size, uint64 BE        signed checkpoint note
 ``<id>/artifacts``  artifact id, 0x00, u32 BE    index, uint64 BE (index env)
 ``<id>/bodies``     index, uint64 BE             artifact body bytes
-``<id>/idempotency`` idempotency key             JSON (request digest, index)
+``<id>/idempotency`` SHA-256(principal, 0, key)  JSON (request digest, index)
 ==================  ===========================  ==================================
 
 Every write happens in one write transaction per batch, committed with fsync
@@ -490,6 +490,22 @@ def index_hashes_upto(storage: Storage, itxn: Txn, log_id: int, target: int, lim
     return stop
 
 
+def leaf_hashes(txn: Txn, dbs: LogDBs, start: int, stop: int) -> list[bytes]:
+    """Return the RFC 6962 leaf hashes of indexes [start, stop), read from the level-0
+    tile records. Raises StorageError if a record is missing or too short."""
+    out: list[bytes] = []
+    if stop <= start:
+        return out
+    for tile in range(start >> 8, ((stop - 1) >> 8) + 1):
+        record = txn.get(tile_key(0, tile), db=dbs.tiles)
+        base = tile << 8
+        lo, hi = max(start, base), min(stop, base + 256)
+        if record is None or len(record) < (hi - base) * 32:
+            raise StorageError(f"tile record 0/{tile} is missing or short")
+        out.extend(bytes(record[(i - base) * 32 : (i - base) * 32 + 32]) for i in range(lo, hi))
+    return out
+
+
 def leaf_hash_at(txn: Txn, dbs: LogDBs, index: int) -> bytes | None:
     """Return the stored RFC 6962 leaf hash at index (from its level-0 tile record)."""
     record = txn.get(tile_key(0, index >> 8), db=dbs.tiles)
@@ -558,12 +574,30 @@ def checkpoint_at_or_after(txn: Txn, dbs: LogDBs, size: int) -> tuple[int, bytes
     return int(_U64.unpack(cursor.key())[0]), bytes(cursor.value())
 
 
+MAX_KEY_BYTES = 511
+"""LMDB's largest key (its default MDB_MAXKEYSIZE); a longer one raises BadValsizeError."""
+
+MAX_ARTIFACT_ID_BYTES = MAX_KEY_BYTES - 5
+"""The longest artifact id, in bytes of UTF-8, that the artifact index can key (the id,
+0x00 and a 4-byte version). The envelope schema allows 256 characters, which can take
+1,024 bytes; a new entry's id must also fit here (``Draft.template`` checks it)."""
+
+
 def _artifact_key(artifact_id: str, version: int) -> bytes:
     return artifact_id.encode() + b"\x00" + struct.pack(">I", version)
 
 
+def _indexable(artifact_id: str) -> bool:
+    """Return whether an artifact id's version keys fit in an LMDB key. New entries are
+    refused beyond that (MAX_ARTIFACT_ID_BYTES), so a longer id has no versions, and a
+    lookup must say so rather than hand LMDB a key it refuses."""
+    return len(artifact_id.encode("utf-8", "surrogatepass")) <= MAX_ARTIFACT_ID_BYTES
+
+
 def latest_version(txn: Txn, dbs: LogDBs, artifact_id: str) -> tuple[int, int] | None:
     """Return (version, index) of the newest version of an artifact, or None."""
+    if not _indexable(artifact_id):
+        return None
     cursor = txn.cursor(dbs.artifacts)
     prefix = artifact_id.encode() + b"\x00"
     if cursor.set_range(artifact_id.encode() + b"\x01"):
@@ -600,6 +634,8 @@ def put_versions(txn: Txn, dbs: LogDBs, versions: Sequence[tuple[str, int, int]]
 
 def list_versions(txn: Txn, dbs: LogDBs, artifact_id: str) -> list[tuple[int, int]]:
     """Return [(version, index), ...] of an artifact, oldest first (empty if unknown)."""
+    if not _indexable(artifact_id):
+        return []
     prefix = artifact_id.encode() + b"\x00"
     cursor = txn.cursor(dbs.artifacts)
     out: list[tuple[int, int]] = []
@@ -624,12 +660,11 @@ def put_bodies(txn: Txn, dbs: LogDBs, bodies: Sequence[tuple[int, bytes]]) -> No
 
 
 def put_idempotency_many(
-    txn: Txn, dbs: LogDBs, records: Sequence[tuple[str, dict[str, Any]]]
+    txn: Txn, dbs: LogDBs, records: Sequence[tuple[bytes, dict[str, Any]]]
 ) -> None:
-    """Record many idempotency keys at once (first use wins), in one ``putmulti`` call."""
-    items = sorted(
-        (key.encode(), json.dumps(record, sort_keys=True).encode()) for key, record in records
-    )
+    """Record many idempotency slots (tlog.log._idempotency_slot) at once, first use
+    wins, in one ``putmulti`` call."""
+    items = sorted((slot, json.dumps(record, sort_keys=True).encode()) for slot, record in records)
     txn.cursor(dbs.idempotency).putmulti(items, overwrite=False)
 
 
@@ -646,9 +681,9 @@ def expire_body(txn: Txn, dbs: LogDBs, index: int) -> bool:
     return bool(txn.delete(u64(index), db=dbs.bodies))
 
 
-def get_idempotency(txn: Txn, dbs: LogDBs, key: str) -> dict[str, Any] | None:
-    """Return what an idempotency key was used for, or None."""
-    value = txn.get(key.encode(), db=dbs.idempotency)
+def get_idempotency(txn: Txn, dbs: LogDBs, slot: bytes) -> dict[str, Any] | None:
+    """Return what an idempotency slot (tlog.log._idempotency_slot) was used for, or None."""
+    value = txn.get(slot, db=dbs.idempotency)
     return None if value is None else dict(json.loads(bytes(value)))
 
 

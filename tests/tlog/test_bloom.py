@@ -113,3 +113,36 @@ def test_filter_is_never_trusted_after_another_process_appended(tmp_path: Path) 
         assert log.size == 302
     finally:
         store.close()
+
+
+def test_a_leaf_another_process_committed_but_never_indexed_is_found(tmp_path: Path) -> None:
+    # Another process appends and dies after its durable commit, before its indexer ran
+    # (simulated: its _index_later does nothing, and it exits without closing). The leaf
+    # is then in no index: this process must still find it, for dedup and by hash.
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("t", "bucket.example/logs/t")
+        log.append_many([os.urandom(40) for _ in range(10)])
+        store._index_queue_drain()
+        other = b"appended by a process that died"
+        script = (
+            "import os, sys; from pathlib import Path; from tlog.log import Store; "
+            "s = Store.open(Path(sys.argv[1])); s._index_later = lambda *a: None; "
+            "print(s.log('t').append_many([sys.argv[2].encode()]).indexes[0], flush=True); "
+            "os._exit(0)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path), other.decode()],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert out.stdout.strip() == "10"
+        assert log.append_many([other, b"mine"]).indexes == [10, 11]
+        assert log.index_of(leaf_hash(other)) == 10
+        store._index_queue_drain()  # our indexer indexes the adopted leaf too
+        assert log._unindexed == {}
+        assert log.index_of(leaf_hash(other)) == 10
+    finally:
+        store.close()

@@ -165,6 +165,39 @@ def test_idempotency_key(env: Env) -> None:
     assert env.size() == 1
 
 
+def test_idempotency_keys_are_per_api_key(env: Env) -> None:
+    # Two API keys of one product are two principals: the same Idempotency-Key from the
+    # other one is its own request, neither a replay of ours nor a 409 that betrays it.
+    payload = {"artifact_type": "doc", "metadata": {"title": "t"}}
+    mine = env.auth() | {"Idempotency-Key": "1"}
+    theirs = env.auth(token=env.submit_only) | {"Idempotency-Key": "1"}
+    a = env.client.post("/logs/alpha/entries", json=payload, headers=mine)
+    b = env.client.post("/logs/alpha/entries", json=payload, headers=theirs)
+    c = env.client.post(
+        "/logs/alpha/entries", json=payload | {"metadata": {"title": "u"}}, headers=theirs
+    )
+    assert (a.status_code, b.status_code, c.status_code) == (201, 201, 409)
+    assert (a.json()["index"], b.json()["index"]) == (0, 1)
+    again = env.client.post("/logs/alpha/entries", json=payload, headers=theirs)
+    assert (again.status_code, again.json()["index"]) == (200, 1)
+    assert env.size() == 2
+
+
+def test_artifact_ids_beyond_the_index_key_limit(env: Env) -> None:
+    long_id = "\N{GRINNING FACE}" * 256  # 256 characters, 1,024 bytes of UTF-8
+    r = env.submit(artifact_id=long_id)
+    assert r.status_code == 422 and r.json()["code"] == "invalid_entry", r.text
+    assert "bytes of UTF-8" in r.json()["detail"]
+    assert env.size() == 0
+    for path in (f"/logs/alpha/artifacts/{long_id}", f"/logs/alpha/artifacts/{long_id}/body"):
+        got = env.client.get(path, headers=env.auth())
+        assert got.status_code == 404 and got.json()["code"] == "not_found", got.text
+    at_limit = "\N{GRINNING FACE}" * 125  # 500 bytes
+    assert env.submit(artifact_id=at_limit).status_code == 201
+    got = env.client.get(f"/logs/alpha/artifacts/{at_limit}", headers=env.auth())
+    assert got.status_code == 200 and got.json()["versions"] == [{"version": 1, "index": 0}]
+
+
 def test_batch_submission(env: Env) -> None:
     items = [{"artifact_type": "doc", "metadata": {"title": str(i)}} for i in range(20)]
     r = env.client.post("/logs/alpha/entries/batch", json=items, headers=env.auth())

@@ -14,11 +14,16 @@ must be identical too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
 import random
 import stat
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,9 +40,9 @@ from tests.reference import (
 )
 from tests.tlog.support import note_body, open_with_signer, ref_bundle, ref_tile
 from tlog.entry import decode_envelope
-from tlog.errors import BadRequest, Conflict, KeyProblem, NotFound
+from tlog.errors import BadRequest, Conflict, InvalidEntry, KeyProblem, NotFound
 from tlog.log import ENVELOPE, RAW, Appended, Draft, Log, Outcome, Store
-from tlog.storage import StorageError
+from tlog.storage import MAX_ARTIFACT_ID_BYTES, StorageError
 from verifier.checkpoint import open_checkpoint
 from verifier.hashing import EMPTY_ROOT, leaf_hash
 from verifier.note import Signer, VerifierKey, format_signer_key, parse_signer_key, parse_vkey
@@ -459,6 +464,118 @@ def test_artifact_versions_chain_with_prev_index(tmp_path: Path) -> None:
         assert log.versions("algebra/1")[-1] == (5, v5.index)
     finally:
         store.close()
+
+
+def test_audit_hook_counts_only_this_batch_after_another_process_appended(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("t", "bucket.example/logs/t")
+        store.create_log("audit", "bucket.example/logs/audit")
+        seen: list[tuple[str, int, int]] = []
+
+        def hook(name: str, first: int, size: int, root: bytes, principals: list[str]) -> bytes:
+            seen.append((name, first, size))
+            return f"{name} {first} {size} {os.urandom(8).hex()}".encode()
+
+        store.audit_log, store.audit_hook = "audit", hook
+        log.append_many([os.urandom(40) for _ in range(10)])
+        script = (
+            "import os, sys; from pathlib import Path; from tlog.log import Store; "
+            "s = Store.open(Path(sys.argv[1])); "
+            "s.log('t').append_many([os.urandom(40) for _ in range(5)]); s.close()"
+        )
+        subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60)
+        assert log.append_many([b"one new leaf"]).indexes == [15]
+        # The other process's five entries are its own to record, not this batch's.
+        assert seen[-1] == ("t", 15, 16)
+    finally:
+        store.close()
+
+
+def test_idempotency_keys_are_scoped_to_the_principal(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
+        alice = draft("doc", b"one", idempotency_key="1", request_digest=b"\x01" * 32)
+        bob = dataclasses.replace(alice, principal="key:0b0b0b0b")
+        carol = dataclasses.replace(alice, principal="key:0c0c0c0c", request_digest=b"\x02" * 32)
+        (a,) = submit(log, alice)
+        # Bob's equal key and content is his own request: a new entry, not Alice's receipt.
+        (b,) = submit(log, bob)
+        # Carol's equal key for another request is no conflict: she never used it, and a
+        # 409 would tell her that somebody else did.
+        (c,) = submit(log, carol)
+        assert [(x.replayed, x.index) for x in (a, b, c)] == [(False, 0), (False, 1), (False, 2)]
+        assert decode_envelope(b.leaf).principal == "key:0b0b0b0b"
+        # Each principal's own retry still replays their own entry.
+        assert [submit(log, d)[0].index for d in (carol, alice, bob)] == [2, 0, 1]
+        assert log.size == 3
+    finally:
+        store.close()
+
+
+def test_one_draft_too_long_for_the_indexes_fails_alone(tmp_path: Path) -> None:
+    # 256 characters pass the envelope schema, but 1,024 bytes of UTF-8 exceed LMDB's
+    # 511-byte keys: refused as that item's error, never the whole batch's.
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
+        long_id = "\N{GRINNING FACE}" * 256
+        at_limit = "\N{GRINNING FACE}" * (MAX_ARTIFACT_ID_BYTES // 4)
+        long_key = draft("doc-2", b"2", idempotency_key="k" * 10_000, request_digest=b"\x01" * 32)
+
+        async def many() -> list[Outcome]:
+            return await log.submit_many(
+                [draft("doc-1", b"1"), draft(long_id, b"x"), long_key, draft(at_limit, b"y")]
+            )
+
+        first, bad, second, third = asyncio.run(many())
+        assert isinstance(bad, InvalidEntry) and "bytes of UTF-8" in str(bad)
+        assert isinstance(first, Appended) and isinstance(second, Appended)
+        assert isinstance(third, Appended) and third.artifact_id == at_limit
+        assert log.size == 3
+        assert log.versions(at_limit) == [(1, third.index)]
+        with pytest.raises(NotFound):
+            log.versions(long_id)  # a lookup of an unindexable id says "no such artifact"
+        (again,) = submit(log, long_key)
+        assert again.replayed and again.index == second.index
+    finally:
+        store.close()
+
+
+def test_a_job_queued_while_the_store_closes_is_answered(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    log = store.create_log("t", "bucket.example/logs/t")
+    real = store._queue
+    entered = threading.Event()
+
+    class SlowQueue:
+        """The writer's queue, slow to take a job: as if the caller's thread were
+        switched out between _enqueue's check that the store is open and its put."""
+
+        def put(self, job: object) -> None:
+            if job is not None:
+                entered.set()
+                time.sleep(0.3)
+            real.put(job)  # type: ignore[arg-type]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    store._queue = SlowQueue()  # type: ignore[assignment]
+    result: list[object] = []
+    caller = threading.Thread(target=lambda: result.append(log.append_many([b"x"], timeout=10)))
+    caller.start()
+    assert entered.wait(5)
+    store.close()  # must not stop the writer before the job being queued
+    caller.join(15)
+    assert not caller.is_alive()
+    (batch,) = result
+    assert batch.indexes == [0]  # type: ignore[attr-defined]
+    with pytest.raises(StorageError, match="closed"):
+        log.append_many([b"y"])
 
 
 def test_idempotency_keys(tmp_path: Path) -> None:
