@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -62,7 +62,7 @@ from tlog.governance import (
     decode_audit_record,
 )
 from tlog.integrity import IntegrityWatch
-from tlog.log import ENVELOPE, Appended, Draft, IntegrityFailure, Log
+from tlog.log import ENVELOPE, Appended, Draft, IntegrityFailure, Log, NotWritten
 from tlog.metrics import CONTENT_TYPE, Metrics
 from tlog.receipts import receipts_json
 from tlog.service import Service, new_artifact_ids
@@ -445,27 +445,30 @@ class _Api:
         return _json_text(text, 200 if appended.replayed else 201)
 
     async def _write(self, log: Log, drafts: list[Draft]) -> list[Appended]:
-        """Admit drafts against the limits, append them, and return their outcomes.
+        """Admit drafts against the limits, append them all or none, and return their
+        outcomes.
 
-        Raises the first item's error (the HTTP layer validates items beforehand, so the
-        only per-item errors left are conflicts found at sequencing time).
+        Raises the first failing item's error, naming it (the HTTP layer validates items
+        beforehand, so the only per-item errors left are conflicts found at sequencing
+        time); then nothing of the request was written.
         """
         nbytes = sum(len(d.body) + 1024 for d in drafts)  # bodies, leaves and indexes
         self.gov.admit_write(log, len(drafts), self.scale.pending, nbytes)
         self.scale.pending += len(drafts)
         self.metrics.pending.inc(len(drafts))
         try:
-            outcomes = await log.submit_many(drafts)
+            outcomes = await log.submit_many(drafts, atomic=True)
         finally:
             self.scale.pending -= len(drafts)
             self.metrics.pending.dec(len(drafts))
-        out: list[Appended] = []
-        for i, outcome in enumerate(outcomes):
-            if isinstance(outcome, TlogError):
-                if len(outcomes) > 1:
-                    raise type(outcome)(f"entries[{i}]: {outcome}")
-                raise outcome
-            out.append(outcome)
+        failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, TlogError)]
+        if failed:
+            # The item that failed, not one it took down with it (NotWritten).
+            i, error = next(((i, o) for i, o in failed if not isinstance(o, NotWritten)), failed[0])
+            if len(outcomes) > 1:
+                raise type(error)(f"entries[{i}]: {error}")
+            raise error
+        out = cast(list[Appended], outcomes)
         self.scale.wrote(log.name, len(drafts), max(len(d.body) for d in drafts))
         return out
 

@@ -64,7 +64,17 @@ from verifier.note import Signer
 from verifier.proof import verify_consistency
 from verifier.receipt import Receipt, format_receipt
 
-__all__ = ["ENVELOPE", "RAW", "Appended", "Batch", "Draft", "Log", "Store", "VersionConflict"]
+__all__ = [
+    "ENVELOPE",
+    "RAW",
+    "Appended",
+    "Batch",
+    "Draft",
+    "Log",
+    "NotWritten",
+    "Store",
+    "VersionConflict",
+]
 
 RAW = "raw"
 """A log of raw leaves (append_many, benchmarks, the audit log's own records)."""
@@ -281,6 +291,53 @@ class _Job:
     # Deliver the placements themselves (index, no proof, no Appended objects): the fast
     # path of append_many, which only returns indexes.
     brief: bool = False
+    # All items or none: if one fails, the others are not written (NotWritten).
+    atomic: bool = False
+
+
+class NotWritten(Conflict):
+    """An item of an all-or-nothing submission (``submit_many(..., atomic=True)``) that
+    was not written because another item of it failed; that item carries the reason."""
+
+    code = "not_written"
+
+
+NOT_WRITTEN = NotWritten("not written: another item of this all-or-nothing submission failed")
+
+_MISSING = object()
+
+
+class _Group:
+    """The writer's bookkeeping for one all-or-nothing range of a batch's items: how
+    long each list was at its start and what its dict writes replaced, so a failure
+    can forget the whole range (Log._integrate)."""
+
+    def __init__(self, end: int, *lists: list[Any]) -> None:
+        self.end = end
+        self.failed = False
+        self.lengths = [len(x) for x in lists]
+        self.undo: list[tuple[dict[Any, Any], Any, Any]] = []
+
+    def note(self, table: dict[Any, Any], key: Any) -> None:
+        """Remember key's value in table (or its absence) before the range sets it."""
+        self.undo.append((table, key, table.get(key, _MISSING)))
+
+    def close(self, placed: list[Any], *lists: list[Any]) -> None:
+        """End the range: if an item failed, forget every placement of the range and
+        answer each of its items with its own error, or NOT_WRITTEN. Pass the lists in
+        the order given to __init__, ``placed`` first."""
+        if not self.failed:
+            return
+        first = self.lengths[0]
+        for x, n in zip((placed, *lists), self.lengths, strict=True):
+            if x is not placed:
+                del x[n:]
+        for table, key, old in reversed(self.undo):
+            if old is _MISSING:
+                del table[key]
+            else:
+                table[key] = old
+        placed[first:] = [p if isinstance(p, TlogError) else NOT_WRITTEN for p in placed[first:]]
 
 
 AuditHook = Callable[[str, int, int, bytes, Sequence[str]], bytes]
@@ -444,15 +501,23 @@ class Log:
         self.store._enqueue(_Job(self, (item,), proof, deliver, _item_bytes(item)))
         return await future
 
-    async def submit_many(self, items: Sequence[Item], *, proof: bool = True) -> list[Outcome]:
-        """Queue items as one job; return one outcome (Appended or TlogError) per item."""
+    async def submit_many(
+        self, items: Sequence[Item], *, proof: bool = True, atomic: bool = False
+    ) -> list[Outcome]:
+        """Queue items as one job; return one outcome (Appended or TlogError) per item.
+
+        ``atomic``: write all items or none. If one fails (e.g. a VersionConflict found
+        when it is sequenced), it answers its error and every other item NotWritten, and
+        none of them is stored. Otherwise each item stands alone.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Outcome]] = loop.create_future()
 
         def deliver(result: list[Outcome] | TlogError) -> None:
             self.store._resolve(loop, future, result)
 
-        self.store._enqueue(_Job(self, items, proof, deliver, sum(map(_item_bytes, items))))
+        job = _Job(self, items, proof, deliver, sum(map(_item_bytes, items)), atomic=atomic)
+        self.store._enqueue(job)
         return await future
 
     def write_sync(
@@ -542,13 +607,20 @@ class Log:
         return rec
 
     def _integrate(
-        self, wtxn: st.WriteTxn, items: Sequence[Item], now_ms: int
+        self,
+        wtxn: st.WriteTxn,
+        items: Sequence[Item],
+        now_ms: int,
+        atomic: Sequence[tuple[int, int]] = (),
     ) -> list[_Placed | TlogError]:
         """Write items into txn (the caller commits); return where each one went.
 
         A write transaction sees its own writes, so a duplicate leaf, a reused
         idempotency key or a second version within the same batch is found by the same
-        lookups as one from an earlier batch.
+        lookups as one from an earlier batch. ``atomic``: ranges [start, end) of items
+        that are written all or none: if one fails, the range's others are undone and
+        answer NotWritten (nothing is stored until after the loop, so undoing is
+        forgetting the range's placements).
         """
         dbs = self.dbs
         txn = wtxn.main
@@ -579,7 +651,17 @@ class Log:
         leaves: list[bytes] = []
         hashes: list[bytes] = []
         placed: list[_Placed | TlogError] = []
-        for item in items:
+        groups = {start: end for start, end in atomic if end - start > 1}
+        group: _Group | None = None  # the all-or-nothing range being placed, if any
+        for pos, item in enumerate(items):
+            if group is not None and pos == group.end:
+                group.close(placed, leaves, hashes, versions, bodies)
+                group = None
+            if pos in groups:
+                group = _Group(groups[pos], placed, leaves, hashes, versions, bodies)
+            if group is not None and group.failed:
+                placed.append(NOT_WRITTEN)  # the range is refused already: skip the work
+                continue
             index = size + len(leaves)
             version: int | None = None
             try:
@@ -619,6 +701,8 @@ class Log:
                         )
             except TlogError as exc:
                 placed.append(exc)
+                if group is not None:
+                    group.failed = True
                 continue
             h = leaf_hash(leaf)
             if self.dedup:
@@ -637,12 +721,18 @@ class Log:
                 if earlier is not None:
                     placed.append(_Placed(earlier, None, True))
                     continue
+                if group is not None:
+                    group.note(seen, h)
                 seen[h] = index
             leaves.append(leaf)
             hashes.append(h)
             if isinstance(item, Draft):
                 assert version is not None
                 placed.append(_Placed(index, leaf, False, version, item.artifact_id, h))
+                if group is not None:
+                    group.note(batch_versions, item.artifact_id)
+                    if slot is not None:
+                        group.note(batch_idempotency, slot)
                 batch_versions[item.artifact_id] = (version, index)
                 versions.append((item.artifact_id, version, index))
                 if item.body:
@@ -654,6 +744,8 @@ class Log:
                     }
             else:
                 placed.append(_Placed(index, leaf, False, leaf_hash=h))
+        if group is not None:
+            group.close(placed, leaves, hashes, versions, bodies)
         if versions:
             st.put_versions(itxn, dbs, versions)
         if bodies:
@@ -1248,7 +1340,13 @@ class Store:
             with self.storage.write() as wtxn:
                 for log in touched:
                     items = [it for job in by_log[log.name] for it in job.items]
-                    outcomes = log._integrate(wtxn, items, now_ms)
+                    atomic: list[tuple[int, int]] = []
+                    pos = 0
+                    for job in by_log[log.name]:
+                        if job.atomic:
+                            atomic.append((pos, pos + len(job.items)))
+                        pos += len(job.items)
+                    outcomes = log._integrate(wtxn, items, now_ms, atomic)
                     # After _integrate: it may have adopted another process's appends,
                     # which are that process's to record, not this batch's.
                     before = log.size

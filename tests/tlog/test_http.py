@@ -165,6 +165,32 @@ def test_idempotency_key(env: Env) -> None:
     assert env.size() == 1
 
 
+def test_a_batch_refused_at_sequencing_writes_nothing(env: Env) -> None:
+    items = [
+        {"artifact_type": "doc", "artifact_id": "ok-1", "metadata": {"title": "t"}},
+        {"artifact_type": "doc", "artifact_id": "new-2", "metadata": {"title": "t"}},
+        {
+            "artifact_type": "doc",
+            "artifact_id": "new-3",
+            "metadata": {"title": "t"},
+            "expected_version": 5,
+        },
+    ]
+    r = env.client.post("/logs/alpha/entries/batch", json=items, headers=env.auth())
+    assert r.status_code == 409 and r.json()["code"] == "version_conflict", r.text
+    assert r.json()["detail"].startswith("entries[2]: ")
+    assert env.size() == 0
+    for artifact in ("ok-1", "new-2"):
+        got = env.client.get(f"/logs/alpha/artifacts/{artifact}", headers=env.auth())
+        assert got.status_code == 404
+    # The corrected request then writes each item once, as version 1.
+    items[2]["expected_version"] = 0
+    r = env.client.post("/logs/alpha/entries/batch", json=items, headers=env.auth())
+    assert r.status_code == 201, r.text
+    assert [x["version"] for x in r.json()["receipts"]] == [1, 1, 1]
+    assert env.size() == 3
+
+
 def test_idempotency_keys_are_per_api_key(env: Env) -> None:
     # Two API keys of one product are two principals: the same Idempotency-Key from the
     # other one is its own request, neither a replay of ours nor a 409 that betrays it.

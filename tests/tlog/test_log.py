@@ -578,6 +578,45 @@ def test_a_job_queued_while_the_store_closes_is_answered(tmp_path: Path) -> None
         log.append_many([b"y"])
 
 
+def test_an_atomic_job_is_written_all_or_none(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
+        key = draft("k", b"0", idempotency_key="req", request_digest=b"\x01" * 32)
+        bad = [draft("a", b"1"), key, draft("b", b"2", expected_version=5), draft("a", b"3")]
+        plain = [draft("a", b"4"), draft("c", b"5")]
+
+        async def run() -> tuple[list[Outcome], list[Outcome]]:
+            # Queued together, so the writer usually places both jobs in one batch: the
+            # refused job's versions and idempotency key must not leak into the other's.
+            return await asyncio.gather(log.submit_many(bad, atomic=True), log.submit_many(plain))
+
+        refused, written = asyncio.run(run())
+        assert [type(o).__name__ for o in refused] == [
+            "NotWritten",
+            "NotWritten",
+            "VersionConflict",
+            "NotWritten",
+        ]
+        assert all(isinstance(o, Appended) for o in written)
+        assert [(o.artifact_id, o.version) for o in written] == [("a", 1), ("c", 1)]  # type: ignore[union-attr]
+        assert log.size == 2 and log.versions("a") == [(1, written[0].index)]  # type: ignore[union-attr]
+        for artifact in ("b", "k"):
+            with pytest.raises(NotFound):
+                log.versions(artifact)
+        # The idempotency key was not recorded either: its retry is a fresh write.
+        (again,) = submit(log, key)
+        assert not again.replayed and again.index == 2
+        # Without atomic, each item stands alone.
+        loose = asyncio.run(
+            log.submit_many([draft("d", b"6"), draft("e", b"7", expected_version=1)])
+        )
+        assert isinstance(loose[0], Appended) and isinstance(loose[1], Conflict)
+        assert log.size == 4
+    finally:
+        store.close()
+
+
 def test_idempotency_keys(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
     log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
