@@ -204,17 +204,20 @@ def _int_param(request: Request, name: str, *, required: bool = True) -> int | N
         if required:
             raise BadRequest(f"query parameter {name} is required")
         return None
-    if not raw.isdigit() or len(raw) > 20:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:  # not "²" or "١"
         raise BadRequest(f"query parameter {name} must be a non-negative integer")
     return int(raw)
 
 
 def _path_int(request: Request, name: str) -> int:
     raw = request.path_params[name]
-    if not raw.isdigit() or len(raw) > 20:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
         raise NotFound(f"{name} must be a non-negative integer")
     return int(raw)
 
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods counted by name in the request metrics; any other is counted as "other"."""
 
 REFUSALS = frozenset({401, 403, 405, 409, 413, 415, 422, 429, 503, 504, 507})
 """Statuses whose every occurrence is written to the audit log."""
@@ -262,10 +265,10 @@ class _Api:
         """
         product = request.path_params["product"]
         if product == AUDIT_LOG:
+            principal = self._principal(request)  # 401 before any 403
+            request.state.principal = principal
             if scopes != ("read", "audit"):
                 raise Forbidden("the audit log is written only by the service")
-            principal = self._principal(request)
-            request.state.principal = principal
             if "audit" not in principal.scopes:
                 self._strike(principal, "audit")
             return self.gov.audit
@@ -273,14 +276,17 @@ class _Api:
         if spec is None:
             # Product names are public configuration, not data: say so plainly.
             raise NotFound(f"no product named {product!r}")
-        if public_ok and spec.public and "authorization" not in request.headers:
+        public = public_ok and spec.public
+        if public and "authorization" not in request.headers:
             return self.service.product_log(product)
         principal = self._principal(request)
         request.state.principal = principal
         if principal.product != product:
             self.metrics.denials.labels("cross_product").inc()
             raise CrossProduct("this API key belongs to another product")
-        if not principal.scopes.intersection(scopes):
+        # A public read needs no scope, with a key or without (a submit-only key reading
+        # its own public checkpoint is no violation, and earns no strike).
+        if not public and not principal.scopes.intersection(scopes):
             self._strike(principal, " or ".join(scopes))
         return self.service.product_log(product)
 
@@ -630,7 +636,13 @@ class _Api:
             headers={
                 "X-Tlog-Index": str(index),
                 "X-Tlog-Body-Sha256": envelope.body_sha256.hex(),
-                "Cache-Control": IMMUTABLE,
+                # One version's bytes never change, but without ?version this URL answers
+                # the latest, and bodies sit behind API keys: never "public".
+                "Cache-Control": (
+                    "private, no-cache"
+                    if wanted is None
+                    else "private, max-age=31536000, immutable"
+                ),
             },
         )
 
@@ -816,7 +828,10 @@ class _Observe:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            method = scope["method"]
+            if method not in _METHODS:
+                method = "other"  # clients choose methods: keep the label set bounded
+            self.metrics.requests.labels(template, method, str(status)).inc()
             self.metrics.latency.labels(template).observe(time.perf_counter() - start)
 
 
@@ -878,7 +893,13 @@ def create_app(
         await api.record_refusal(request, HTTPException(405), 405, "append_only")
         return response
 
+    async def no_such_path(request: Request) -> Response:
+        return problem(404, "not_found", "no such path")
+
     routes.append(Route("/{anything:path}", refuse_mutation, methods=mutating))
+    # Other methods on a path no route has: 404, not the 405 (and the audit record) that
+    # the partial match of the catch-all above would give.
+    routes.append(Route("/{anything:path}", no_such_path, methods=["GET", "HEAD", "POST"]))
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         TlogError: on_error,
         HTTPException: on_error,

@@ -332,6 +332,76 @@ def test_public_product_reads_without_a_key(env: Env) -> None:
     assert env.client.post("/logs/beta/entries", json={}).status_code == 401
 
 
+def test_a_public_read_needs_no_scope_even_with_a_key(env: Env) -> None:
+    env.submit("beta")
+    _, submit_only = env.service.keys.create("beta", {"submit"})
+    for _ in range(6):  # five scope violations would freeze the key
+        r = env.client.get("/logs/beta/checkpoint", headers=env.auth(token=submit_only))
+        assert r.status_code == 200, r.text
+    assert env.client.get("/logs/beta/key", headers=env.auth(token=submit_only)).status_code == 200
+    assert env.submit("beta", **{}).status_code == 201
+    r = env.client.post(
+        "/logs/beta/entries",
+        json={"artifact_type": "doc", "metadata": {"title": "t"}},
+        headers=env.auth(token=submit_only),
+    )
+    assert r.status_code == 201, r.text  # not frozen
+    # Another product's key is still refused on a public product's paths.
+    assert env.client.get("/logs/beta/checkpoint", headers=env.auth("alpha")).status_code == 403
+    # A non-public read still needs its scope.
+    assert (
+        env.client.get("/logs/beta/entries/0", headers=env.auth(token=submit_only)).status_code
+        == 403
+    )
+
+
+def test_unknown_paths_are_404_and_not_recorded(env: Env) -> None:
+    audit = env.service.governance.audit
+    before = audit.size
+    for method, path in [("GET", "/favicon.ico"), ("GET", "/logs/alpha/nothing"), ("POST", "/x/y")]:
+        r = env.client.request(method, path, headers=env.auth())
+        assert r.status_code == 404 and r.json()["code"] == "not_found", (method, path, r.text)
+    assert audit.size == before
+    # Writing to the audit log: 401 without a key (before the 403 with one).
+    assert env.client.post("/logs/_audit/entries", json={}).status_code == 401
+    assert env.client.post("/logs/_audit/entries", json={}, headers=env.auth()).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/logs/alpha/entries/\N{SUPERSCRIPT TWO}",
+        "/logs/alpha/entries/\N{ARABIC-INDIC DIGIT ONE}",
+        "/logs/alpha/receipts/\N{SUPERSCRIPT ONE}",
+        "/logs/alpha/proof/inclusion?index=%C2%B2&size=1",
+        "/logs/alpha/proof/consistency?old=1&new=%C2%B3",
+        "/logs/alpha/receipts/0?size=%D9%A1",
+    ],
+)
+def test_numbers_are_ascii_digits_only(env: Env, path: str) -> None:
+    env.submit()
+    env.submit()
+    r = env.client.get(path, headers=env.auth())
+    assert r.status_code in (400, 404) and r.headers["content-type"] == "application/problem+json"
+
+
+def test_latest_body_is_not_cached_as_immutable(env: Env) -> None:
+    env.submit(artifact_id="x", body=base64.b64encode(b"v1").decode())
+    latest = env.client.get("/logs/alpha/artifacts/x/body", headers=env.auth())
+    pinned = env.client.get("/logs/alpha/artifacts/x/body?version=1", headers=env.auth())
+    assert latest.content == pinned.content == b"v1"
+    assert latest.headers["cache-control"] == "private, no-cache"
+    assert pinned.headers["cache-control"] == "private, max-age=31536000, immutable"
+
+
+def test_request_metrics_do_not_label_arbitrary_methods(env: Env) -> None:
+    for method in ("XYZ1", "XYZ2"):
+        env.client.request(method, "/logs/alpha/checkpoint", headers=env.auth())
+    text = env.client.get("/metrics").text
+    assert "XYZ" not in text
+    assert 'method="other"' in text
+
+
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 @pytest.mark.parametrize(
     "path", ["/logs/alpha/entries/0", "/logs/alpha/entries", "/logs/alpha/checkpoint", "/x"]
