@@ -215,6 +215,10 @@ class Service:
         artifact_id = payload.get("artifact_id")
         if artifact_id is not None and not isinstance(artifact_id, str):
             raise InvalidEntry("artifact_id must be a string")
+        if artifact_id is not None and artifact_id.endswith("/body"):
+            # GET /logs/{p}/artifacts/{id}/body is the body of the artifact {id}, so the
+            # versions of "x/body" could never be listed.
+            raise InvalidEntry('artifact_id must not end in "/body" (ambiguous in the API)')
         metadata, encoded_metadata = encode_metadata(payload.get("metadata", {}))
         if not _SERVER_FACTS.isdisjoint(metadata):
             claimed = sorted(_SERVER_FACTS.intersection(metadata))

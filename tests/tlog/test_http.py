@@ -218,6 +218,8 @@ def test_artifact_ids_beyond_the_index_key_limit(env: Env) -> None:
     for path in (f"/logs/alpha/artifacts/{long_id}", f"/logs/alpha/artifacts/{long_id}/body"):
         got = env.client.get(path, headers=env.auth())
         assert got.status_code == 404 and got.json()["code"] == "not_found", got.text
+    r = env.submit(artifact_id="a/b/body")  # GET .../artifacts/a/b/body is a/b's body
+    assert r.status_code == 422 and "/body" in r.json()["detail"]
     at_limit = "\N{GRINNING FACE}" * 125  # 500 bytes
     assert env.submit(artifact_id=at_limit).status_code == 201
     got = env.client.get(f"/logs/alpha/artifacts/{at_limit}", headers=env.auth())
