@@ -87,7 +87,9 @@ def ungovern(stubs: tuple[str, ...] = STUBS) -> None:
     def check_writable(self: Governance) -> None:
         return None
 
-    def admit_write(self: Governance, log: Any, count: int, pending: int, nbytes: int = 0) -> None:
+    def admit_write(
+        self: Governance, log: Any, count: int, pending: int, nbytes: int = 0, **_: Any
+    ) -> None:
         return None
 
     def wrote(self: ScaleMonitor, product: str, count: int, largest_body: int) -> None:

@@ -56,7 +56,15 @@ import cbor2
 
 from tlog import storage as st
 from tlog.config import AUDIT_LOG, Config, fingerprint
-from tlog.errors import BadRequest, Forbidden, PayloadTooLarge, Pushback, StorageFull, TlogError
+from tlog.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    PayloadTooLarge,
+    Pushback,
+    StorageFull,
+    TlogError,
+)
 from tlog.log import Log, Outcome, Store
 from verifier.errors import VerificationError
 from verifier.note import Signer, open_note, parse_vkey, sign_note
@@ -140,6 +148,11 @@ class ReadOnly(StorageFull):
         super().__init__(message)
         self.reason = reason
         self.incident_index = incident_index
+
+
+class _HeldNow(Conflict):
+    """A body's removal found a legal hold in its own write transaction (expire_bodies);
+    the removal and its audit record are not written."""
 
 
 class RateLimited(TlogError):
@@ -523,14 +536,18 @@ class Governance:
 
     def holds(self) -> list[dict[str, Any]]:
         """Return every legal hold ever placed (released ones carry ``released``)."""
-        out = []
         with self.store.storage.env.begin() as txn:
-            cursor = txn.cursor(db=self.store.storage.meta_db)
-            if cursor.set_range(b"hold/"):
-                for key, value in cursor:
-                    if not bytes(key).startswith(b"hold/"):
-                        break
-                    out.append(json.loads(bytes(value)))
+            return self._holds(txn)
+
+    def _holds(self, txn: Any) -> list[dict[str, Any]]:
+        """Return every legal hold as seen by the transaction txn (read or write)."""
+        out = []
+        cursor = txn.cursor(db=self.store.storage.meta_db)
+        if cursor.set_range(b"hold/"):
+            for key, value in cursor:
+                if not bytes(key).startswith(b"hold/"):
+                    break
+                out.append(json.loads(bytes(value)))
         return out
 
     def hold(self, note: str) -> dict[str, Any]:
@@ -583,13 +600,14 @@ class Governance:
         )
         return hold
 
-    def held(self, product: str, artifact_id: str) -> bool:
-        """Return True if an active legal hold covers this artifact."""
+    def held(self, product: str, artifact_id: str, txn: Any = None) -> bool:
+        """Return True if an active legal hold covers this artifact (as seen by txn, if
+        given, else by a fresh read transaction)."""
         return any(
             h["released"] is None
             and h["product"] == product
             and h["artifact"] in (None, artifact_id)
-            for h in self.holds()
+            for h in (self.holds() if txn is None else self._holds(txn))
         )
 
     def expire_bodies(self, now_ms: int | None = None) -> list[dict[str, Any]]:
@@ -634,15 +652,24 @@ class Governance:
                     placed: list[Any],
                     dbs: st.LogDBs = log.dbs,
                     index: int = index,
+                    product: str = name,
+                    artifact_id: str = env.artifact_id,
                     marker: bytes = f"expired/{name}/{index}".encode(),
                 ) -> None:
+                    # Again in the removal's own write transaction: a hold placed since
+                    # the scan (by any process) must stop it.
+                    if self.held(product, artifact_id, wtxn.main):
+                        raise _HeldNow(f"{product}/{artifact_id} came under a legal hold")
                     st.expire_body(wtxn.main, dbs, index)
                     self.store.storage.put_meta(wtxn.main, marker, b"1")
 
-                self.audit.write_sync(
-                    [self.leaf("body_expired", product=name, detail=detail)],
-                    pre_commit=pre_commit,
-                )
+                try:
+                    self.audit.write_sync(
+                        [self.leaf("body_expired", product=name, detail=detail)],
+                        pre_commit=pre_commit,
+                    )
+                except _HeldNow:
+                    continue  # nothing of this removal was written
                 removed.append({"product": name, **detail})
         return removed
 
@@ -696,7 +723,16 @@ class Governance:
 
     # -- limits ---------------------------------------------------------------------------
 
-    def admit_write(self, log: Log, count: int, pending: int, nbytes: int = 0) -> None:
+    def admit_write(
+        self,
+        log: Log,
+        count: int,
+        pending: int,
+        nbytes: int = 0,
+        *,
+        pending_here: int = 0,
+        pending_bytes: int = 0,
+    ) -> None:
         """Admit ``count`` new entries (``nbytes`` bytes of leaves and bodies, estimated)
         for a product log, or raise the limit's refusal.
 
@@ -706,7 +742,9 @@ class Governance:
         where not even the audit record of the refusal would fit), entry counts per
         product and global (507), write rate per product and global (429). Each product
         has its own token bucket and count, so one product at its quota does not block
-        another.
+        another. ``pending`` entries (``pending_here`` of them for this log, and
+        ``pending_bytes``) are admitted but not yet written: they count against the
+        limits too, or concurrent requests would each see room for themselves.
         """
         self.check_writable()
         limits = self.config.limits
@@ -716,6 +754,7 @@ class Governance:
                 code="too_many_pending_writes",
             )
         used, total = self.store.storage.usage()
+        used += pending_bytes
         if used + nbytes >= 0.99 * total:
             detail = {"used": used, "incoming": nbytes, "map_size": total}
             self.threat("storage_exhaustion", detail)
@@ -726,12 +765,12 @@ class Governance:
                 f"storage is {used / total:.1%} full ({nbytes} more bytes asked for); "
                 "writes are suspended"
             )
-        if log.size + count > limits.max_entries_per_product:
+        if log.size + pending_here + count > limits.max_entries_per_product:
             raise EntryLimit(
-                f"{log.name} holds {log.size} entries; the limit is "
-                f"{limits.max_entries_per_product}"
+                f"{log.name} holds {log.size} entries ({pending_here} more being written); "
+                f"the limit is {limits.max_entries_per_product}"
             )
-        total_entries = self.total_entries()
+        total_entries = self.total_entries() + pending
         if total_entries + count > limits.max_entries_global:
             raise EntryLimit(
                 f"the service holds {total_entries} entries; the limit is "
@@ -837,6 +876,10 @@ class ScaleMonitor:
     def __init__(self, governance: Governance) -> None:
         self.gov = governance
         self.pending = 0
+        """Entries admitted and not yet written (all logs); with pending_by_log and
+        pending_bytes, the HTTP layer keeps them for admit_write."""
+        self.pending_by_log: dict[str, int] = {}
+        self.pending_bytes = 0
         self.largest_artifact = 0
         self._writes: dict[str, deque[list[float]]] = {}  # [bucket start, count]
         self._reads: deque[tuple[float, float]] = deque()

@@ -459,14 +459,23 @@ class _Api:
         time); then nothing of the request was written.
         """
         nbytes = sum(len(d.body) + 1024 for d in drafts)  # bodies, leaves and indexes
-        self.gov.admit_write(log, len(drafts), self.scale.pending, nbytes)
-        self.scale.pending += len(drafts)
-        self.metrics.pending.inc(len(drafts))
+        scale, n = self.scale, len(drafts)
+        here = scale.pending_by_log.get(log.name, 0)
+        self.gov.admit_write(
+            log, n, scale.pending, nbytes, pending_here=here, pending_bytes=scale.pending_bytes
+        )
+        # No await between the check and the counts: the next request sees this one.
+        scale.pending += n
+        scale.pending_by_log[log.name] = here + n
+        scale.pending_bytes += nbytes
+        self.metrics.pending.inc(n)
         try:
             outcomes = await log.submit_many(drafts, atomic=True)
         finally:
-            self.scale.pending -= len(drafts)
-            self.metrics.pending.dec(len(drafts))
+            scale.pending -= n
+            scale.pending_by_log[log.name] -= n
+            scale.pending_bytes -= nbytes
+            self.metrics.pending.dec(n)
         failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, TlogError)]
         if failed:
             # The item that failed, not one it took down with it (NotWritten).

@@ -432,14 +432,24 @@ def get_leaf(txn: Txn, dbs: LogDBs, index: int) -> bytes:
 
 
 def iter_leaves(txn: Txn, dbs: LogDBs, start: int, stop: int) -> Iterator[bytes]:
-    """Yield the leaves at indexes [start, stop) in order."""
-    cursor = txn.cursor(dbs.leaves)
-    if not cursor.set_key(u64(start)):
+    """Yield the leaves at indexes [start, stop) in order.
+
+    Raises StorageError naming the first index that is not stored: a gap means the
+    store was damaged (nothing here deletes a leaf), and skipping it would hide that.
+    """
+    if stop <= start:
         return
-    for key, value in cursor:
-        if _U64.unpack(key)[0] >= stop:
-            break
-        yield bytes(value)
+    expected = start
+    cursor = txn.cursor(dbs.leaves)
+    if cursor.set_key(u64(start)):
+        for key, value in cursor:
+            index = _U64.unpack(key)[0]
+            if index >= stop or index != expected:
+                break
+            yield bytes(value)
+            expected += 1
+    if expected < stop:
+        raise StorageError(f"leaf {expected} is missing from the store")
 
 
 def put_leaf_hashes(itxn: Txn, dbs: LogDBs, pairs: Sequence[tuple[bytes, int]]) -> None:

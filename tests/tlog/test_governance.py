@@ -9,6 +9,7 @@ limit's status and code, and the trees exactly as they were.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
+import httpx
 import lmdb
 import pytest
 from starlette.testclient import TestClient
@@ -407,6 +409,39 @@ def test_limit_entry_count_global_507(make_env: Callable[..., Env]) -> None:
     assert (row["current"], row["limit"]) == (8, 8)
     # The audit log does not count: it grew with every refusal above.
     assert env.gov.audit.size > 8
+
+
+@pytest.mark.parametrize(
+    ("limits", "products"),
+    [
+        ({"max_entries_per_product": 10}, ("alpha", "alpha")),
+        ({"max_entries_global": 10}, ("alpha", "beta")),
+    ],
+)
+def test_entry_quotas_hold_against_concurrent_requests(
+    make_env: Callable[..., Env], limits: dict[str, int], products: tuple[str, str]
+) -> None:
+    # Two batches that each fit alone, in flight together (one event loop, as uvicorn
+    # serves them): the second must count the first's admitted, unwritten entries.
+    env = make_env(limits=limits)
+
+    async def both() -> list[int]:
+        transport = httpx.ASGITransport(app=env.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        f"/logs/{p}/entries/batch",
+                        json=[doc() for _ in range(10)],
+                        headers={"Authorization": f"Bearer {env.tokens[p]}"},
+                    )
+                    for p in products
+                )
+            )
+        return sorted(r.status_code for r in answers)
+
+    assert asyncio.run(both()) == [201, 507]
+    assert sum(env.sizes().values()) == 10
 
 
 def test_limit_query_deadline_504(make_env: Callable[..., Env]) -> None:
@@ -816,6 +851,32 @@ def test_tampered_leaf_halts_within_an_integrity_period_and_fsck_names_it(
     assert others and all(": OK (" in line for line in others)
 
 
+@pytest.mark.parametrize("index", [0, 2])  # the first leaf of its tile, and one inside
+def test_a_deleted_leaf_is_found_by_fsck(
+    make_env: Callable[..., Env], index: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = make_env()
+    for i in range(4):
+        assert env.post(artifact_id=f"e{i}").status_code == 201
+    env.stop()
+    # Behind the service's back: delete leaf ``index`` and park its bytes far out of
+    # range, so the stored leaf count still matches the signed size.
+    storage = Service.open(env.data)
+    try:
+        store = storage.store.storage
+        log_id = store.log_records()["alpha"]["id"]
+        db = store.env.open_db(f"{log_id}/leaves".encode(), create=False)
+        with store.env.begin(write=True) as txn:
+            stored = txn.get(u64(index), db=db)
+            assert stored is not None and txn.delete(u64(index), db=db)
+            txn.put(u64(1 << 40), stored, db=db)
+    finally:
+        storage.close()
+    assert cli.main(["--data", str(env.data), "fsck"]) == 1
+    out = capsys.readouterr().out
+    assert f"alpha: MISMATCH: leaf {index} is missing from the store" in out
+
+
 def test_integrity_watch_goes_on_while_halted_for_another_reason(
     make_env: Callable[..., Env],
 ) -> None:
@@ -896,6 +957,28 @@ def test_audit_log_inconsistency_refuses_writes_from_memory(env: Env) -> None:
     assert r.status_code == 503 and r.json()["reason"] == "integrity_violation"
     assert env.size() == 1
     assert env.get("/logs/alpha/checkpoint").status_code == 200
+
+
+def test_a_hold_placed_while_bodies_expire_stops_the_removal(env: Env) -> None:
+    held = env.post(artifact_type="clip", artifact_id="evidence", body=b64(b"kept")).json()
+    audit = env.gov.audit
+    write_sync = audit.write_sync
+
+    def hold_first(leaves: Any, **kw: Any) -> Any:
+        # The candidates are chosen; now (as the owner might, from the CLI) a hold lands.
+        if b"body_expired" in leaves[0] and not env.gov.holds():
+            env.gov.hold(sign_request(env.owner, "hold", case="c-1", product="alpha"))
+        return write_sync(leaves, **kw)
+
+    audit.write_sync = hold_first  # type: ignore[method-assign]
+    try:
+        later = time.time_ns() // 1_000_000 + 2 * 86_400_000
+        assert env.gov.expire_bodies(now_ms=later) == []
+    finally:
+        audit.write_sync = write_sync  # type: ignore[method-assign]
+    assert env.get("/logs/alpha/artifacts/evidence/body").content == b"kept"
+    assert env.records(0, "body_expired") == []
+    assert held["index"] == 0
 
 
 def test_legal_hold_keeps_a_body_past_its_retention(env: Env) -> None:
