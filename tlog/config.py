@@ -51,6 +51,32 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
 
 
+SERVER_FACTS = frozenset(
+    {
+        "integrated_at",
+        "index",
+        "tree_size",
+        "leaf_hash",
+        "checkpoint",
+        "receipt",
+        "verified",
+        "signature",
+        "principal",
+        "version",
+        "prev_index",
+    }
+)
+"""Metadata keys that would claim facts only the server may state (over-trust in
+provenance): a submission stating one is refused, so no artifact type may require one."""
+
+OWNERSHIP_KEYS = frozenset({"product", "owner", "team", "tenant", "submitted_by"})
+"""Metadata keys that claim ownership: allowed only if they name the product itself."""
+
+MIN_STORAGE_MAP_BYTES = 2 << 20
+"""The smallest storage map a depository can start in (its logs, keys' records and first
+audit records); below it even ``tlog init`` would run the map full."""
+
+
 class ConfigError(TlogError, ValueError):
     """The configuration file is unreadable or breaks the schema."""
 
@@ -160,6 +186,10 @@ def parse_config(text: str) -> Config:
     for key, value in limits_raw.items():
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"[limits] {key} must be a positive integer")
+    if limits_raw.get("storage_map_bytes", MIN_STORAGE_MAP_BYTES) < MIN_STORAGE_MAP_BYTES:
+        raise ConfigError(
+            f"[limits] storage_map_bytes must be at least {MIN_STORAGE_MAP_BYTES} (2 MiB)"
+        )
     limits = Limits(**limits_raw)
 
     products_raw = _table(raw.get("products", {}), "[products]")
@@ -197,6 +227,12 @@ def parse_config(text: str) -> Config:
                 isinstance(k, str) and k for k in required
             ):
                 raise ConfigError(f"{twhere} required_metadata must be a list of names")
+            reserved = sorted(SERVER_FACTS.intersection(required))
+            if reserved:
+                raise ConfigError(
+                    f"{twhere} required_metadata names {', '.join(reserved)}, which only the "
+                    "server may state: no submission could meet it"
+                )
             types[tname] = tuple(required)
         products[pname] = Product(pname, description, public, types, retention)
     return Config(host=host, limits=limits, products=products)

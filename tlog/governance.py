@@ -514,10 +514,15 @@ class Governance:
         age = self._now() - int(fields.get("time", "0"))
         if not 0 <= age <= _REQUEST_MAX_AGE_MS + 60_000:
             raise Forbidden("the signed request is too old or from the future")
-        used = b"request/" + hashlib.sha256(note.encode()).hexdigest().encode()
+        # The mark is of the signed text (with its time and nonce), not of the note: a
+        # note's signature lines can be repeated or joined by foreign ones and still open,
+        # so the note's own bytes would let one request be used again. Notes marked by
+        # their bytes (before this rule) are still refused.
+        used = b"request/text/" + hashlib.sha256(verified.text.encode()).hexdigest().encode()
+        legacy = b"request/" + hashlib.sha256(note.encode()).hexdigest().encode()
         storage = self.store.storage
         with storage.env.begin(write=True) as txn:
-            if storage.get_meta(txn, used) is not None:
+            if storage.get_meta(txn, used) is not None or storage.get_meta(txn, legacy):
                 raise Forbidden("this signed request was already used; sign a new one")
             storage.put_meta(txn, used, str(self._now()).encode())
         return fields

@@ -27,6 +27,8 @@ from typing import Any
 from tlog.auth import KeyStore
 from tlog.config import (
     AUDIT_LOG,
+    OWNERSHIP_KEYS,
+    SERVER_FACTS,
     Config,
     ConfigError,
     default_config_text,
@@ -46,21 +48,10 @@ OWNER_KEY_FILE = "owner.key"
 _FIELDS = {"artifact_type", "artifact_id", "metadata", "body", "expected_version"}
 
 # Metadata keys that would claim facts only the server may state (over-trust in provenance)
-# or ownership by someone else (metadata poisoning).
-_SERVER_FACTS = {
-    "integrated_at",
-    "index",
-    "tree_size",
-    "leaf_hash",
-    "checkpoint",
-    "receipt",
-    "verified",
-    "signature",
-    "principal",
-    "version",
-    "prev_index",
-}
-_OWNERSHIP = {"product", "owner", "team", "tenant", "submitted_by"}
+# or ownership by someone else (metadata poisoning): defined with the config, which may
+# not require the former.
+_SERVER_FACTS = SERVER_FACTS
+_OWNERSHIP = OWNERSHIP_KEYS
 
 
 class SchemaDrift(InvalidEntry):

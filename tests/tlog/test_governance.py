@@ -602,6 +602,11 @@ def test_halt_refuses_writes_keeps_reads_and_resume_needs_the_owner(env: Env) ->
     replayed = decode_audit_record(env.gov.audit.entry(resumed.incident_index)).detail["request"]
     with pytest.raises(Forbidden, match="already used"):
         env.gov.resume(replayed)
+    # ...nor with its signature line repeated (other bytes, the same signed request).
+    text, signature = replayed.rsplit("\n\n", 1)
+    assert open_note(text + "\n\n" + signature + signature, [parse_vkey(env.owner.vkey)])
+    with pytest.raises(Forbidden, match="already used"):
+        env.gov.resume(text + "\n\n" + signature + signature)
     assert env.gov.state() == halted
     assert env.post().status_code == 503
     assert env.gov.resume(sign_request(env.owner, "resume", reason="done")).state == NORMAL
