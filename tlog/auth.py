@@ -66,6 +66,27 @@ class ApiKey:
     frozen: bool = False
 
 
+MetaValue = bytes | Callable[[bytes | None], bytes]
+
+
+def _update(changes: dict[str, Any], *, unless_set: str | None = None) -> MetaValue:
+    """Return a function that applies ``changes`` to a stored key record (JSON), inside
+    the write transaction that records it: a revocation and a freeze committed by two
+    processes at once then both stand, where writing back a record read earlier would
+    undo the other (a revoked key could come back to life at its unfreeze). With
+    ``unless_set``, a field already set stays as it is (the first revocation's time)."""
+
+    def apply(raw: bytes | None) -> bytes:
+        if raw is None:
+            raise NotFound("the API key record vanished")  # never: records are not deleted
+        record = json.loads(raw)
+        if unless_set is not None and record.get(unless_set) is not None:
+            return bytes(raw)
+        return json.dumps({**record, **changes}).encode()
+
+    return apply
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -74,10 +95,12 @@ class KeyStore:
     """Creates, lists, revokes and checks API keys."""
 
     def __init__(
-        self, storage: Storage, record: Callable[[str, dict[str, Any], bytes, bytes], int]
+        self, storage: Storage, record: Callable[[str, dict[str, Any], bytes, MetaValue], int]
     ) -> None:
         """``record(type, detail, meta_key, meta_value)`` writes an audit record and the
-        key's record in one transaction (see tlog.governance.Governance.record_with)."""
+        key's record in one transaction (see tlog.governance.Governance.record_with);
+        ``meta_value`` may be a function of the stored record, applied in that
+        transaction."""
         self._storage = storage
         self._record = record
         # key id -> (log-env snapshot id, key record or None): records as of that snapshot,
@@ -137,7 +160,7 @@ class KeyStore:
                 "key_revoked",
                 {"key_id": key_id, "product": record["product"]},
                 b"apikey/" + key_id.encode(),
-                json.dumps(record).encode(),
+                _update({"revoked_at": record["revoked_at"]}, unless_set="revoked_at"),
             )
         return self._facts(record)
 
@@ -155,7 +178,7 @@ class KeyStore:
                 "key_frozen" if frozen else "key_unfrozen",
                 {"key_id": key_id, "product": record["product"], **detail},
                 b"apikey/" + key_id.encode(),
-                json.dumps(record).encode(),
+                _update({"frozen": frozen}),
             )
         return self._facts(record)
 

@@ -41,6 +41,7 @@ The note itself is stored in the audit record, so anyone can check who approved 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -148,6 +149,25 @@ class ReadOnly(StorageFull):
         super().__init__(message)
         self.reason = reason
         self.incident_index = incident_index
+
+
+MetaValue = bytes | Callable[[bytes | None], bytes]
+"""A meta value to store, or a function from the stored value to the new one."""
+
+
+class StateMoved(Conflict):
+    """A state change expected a state that another process changed first; nothing was
+    written (Governance.set_state's ``expect``)."""
+
+    code = "state_moved"
+
+
+def _parse_state(raw: bytes | None) -> GovState:
+    """Return the governance state stored as ``raw`` (NORMAL if never set)."""
+    if raw is None:
+        return GovState(NORMAL, "", None, 0)
+    data = json.loads(raw)
+    return GovState(data["state"], data["reason"], data["incident_index"], data["since"])
 
 
 class _HeldNow(Conflict):
@@ -346,15 +366,22 @@ class Governance:
         (outcome,) = self.audit.write_sync([self.leaf(type_, **kwargs)])
         return _index(outcome)
 
-    def record_with(self, leaf: bytes, meta: dict[bytes, bytes]) -> int:
+    def record_with(self, leaf: bytes, meta: dict[bytes, MetaValue]) -> int:
         """Append one audit record and set meta keys in the same transaction; return the
-        record's index once durable."""
+        record's index once durable.
+
+        A value may be a function of the key's stored value (None if unset), called
+        inside that write transaction: a read-modify-write that no other process's
+        change (committed in between) can be lost to.
+        """
 
         def pre_commit(wtxn: st.WriteTxn, placed: list[Any]) -> None:
             (p,) = placed
             if isinstance(p, TlogError):
                 raise p
             for key, value in meta.items():
+                if callable(value):
+                    value = value(self.store.storage.get_meta(wtxn.main, key))
                 self.store.storage.put_meta(wtxn.main, key, value)
 
         (outcome,) = self.audit.write_sync([leaf], pre_commit=pre_commit)
@@ -376,11 +403,7 @@ class Governance:
         with storage.read() as txn:
             generation = storage.snapshot_id(txn)
             raw = storage.get_meta(txn, _STATE_KEY)
-        if raw is None:
-            current = GovState(NORMAL, "", None, 0)
-        else:
-            data = json.loads(raw)
-            current = GovState(data["state"], data["reason"], data["incident_index"], data["since"])
+        current = _parse_state(raw)
         self._state_cache = (generation, current)
         return current
 
@@ -391,8 +414,16 @@ class Governance:
         *,
         detail: dict[str, Any] | None = None,
         principal: str | None = None,
+        expect: Callable[[GovState], bool] | None = None,
     ) -> GovState:
-        """Change state with its audit record in one transaction; return the new state."""
+        """Change state with its audit record in one transaction; return the new state.
+
+        ``expect``: the change is made only if the state, read again inside that write
+        transaction (after any other process's change), passes it; otherwise nothing is
+        written and StateMoved is raised. Decisions taken on an earlier read (resume a
+        config halt, go READ_ONLY from NORMAL) use it, so they cannot overwrite a halt
+        another process recorded meanwhile.
+        """
         previous = self.state()
         now = self._now()
         holder: dict[str, Any] = {}
@@ -401,6 +432,12 @@ class Governance:
             (p,) = placed
             if isinstance(p, TlogError):
                 raise p
+            if expect is not None:
+                stored = _parse_state(self.store.storage.get_meta(wtxn.main, _STATE_KEY))
+                if not expect(stored):
+                    raise StateMoved(
+                        f"the state is now {stored.state} ({stored.reason}); not changed"
+                    )
             new = {"state": state, "reason": reason, "incident_index": p.at, "since": now}
             holder.update(new)
             self.store.storage.put_meta(wtxn.main, _STATE_KEY, json.dumps(new).encode())
@@ -418,7 +455,12 @@ class Governance:
         current = self.state()
         if current.state == HALTED:
             return current
-        return self.set_state(HALTED, reason, detail=detail)
+        try:
+            return self.set_state(
+                HALTED, reason, detail=detail, expect=lambda now: now.state != HALTED
+            )
+        except StateMoved:
+            return self.state()  # halted meanwhile, for its own reason: keep that one
 
     def check_writable(self) -> None:
         """Raise Halted (503) if HALTED, ReadOnly (507) if READ_ONLY."""
@@ -713,7 +755,15 @@ class Governance:
         )
         current = self.state()
         if current.state == HALTED and current.reason == "governance_config_mismatch":
-            self.set_state(NORMAL, "config approved", principal="owner")
+            with contextlib.suppress(StateMoved):  # halted for something else meanwhile
+                self.set_state(
+                    NORMAL,
+                    "config approved",
+                    principal="owner",
+                    expect=lambda now: (
+                        now.state == HALTED and now.reason == "governance_config_mismatch"
+                    ),
+                )
         return fp
 
     def check_config(self) -> None:
@@ -765,7 +815,13 @@ class Governance:
             self.threat("storage_exhaustion", detail)
             current = self.state()
             if current.state == NORMAL:
-                self.set_state(READ_ONLY, "storage_full", detail=detail)
+                with contextlib.suppress(StateMoved):  # halted meanwhile: that stands
+                    self.set_state(
+                        READ_ONLY,
+                        "storage_full",
+                        detail=detail,
+                        expect=lambda now: now.state == NORMAL,
+                    )
             raise StorageFull(
                 f"storage is {used / total:.1%} full ({nbytes} more bytes asked for); "
                 "writes are suspended"

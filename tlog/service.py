@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,11 @@ class Service:
         self.keys = KeyStore(store.storage, self._record_key_change)
 
     def _record_key_change(
-        self, type_: str, detail: dict[str, Any], meta_key: bytes, meta_value: bytes
+        self,
+        type_: str,
+        detail: dict[str, Any],
+        meta_key: bytes,
+        meta_value: bytes | Callable[[bytes | None], bytes],
     ) -> int:
         leaf = self.governance.leaf(type_, product=detail.get("product"), detail=detail)
         return self.governance.record_with(leaf, {meta_key: meta_value})

@@ -32,7 +32,7 @@ from starlette.testclient import TestClient
 
 from tlog import cli
 from tlog.config import AUDIT_LOG, fingerprint
-from tlog.errors import BadRequest, Forbidden, KeyProblem
+from tlog.errors import BadRequest, Forbidden, KeyProblem, Unauthorized
 from tlog.governance import (
     HALTED,
     NORMAL,
@@ -612,6 +612,33 @@ def test_halt_refuses_writes_keeps_reads_and_resume_needs_the_owner(env: Env) ->
     assert env.gov.resume(sign_request(env.owner, "resume", reason="done")).state == NORMAL
 
 
+def test_approving_a_config_does_not_resume_past_a_halt_recorded_meanwhile(env: Env) -> None:
+    config = env.data / "config.toml"
+    config.write_text(config.read_text().replace("[limits]", "[limits]\nmax_artifact_bytes = 7"))
+    env.reopen()
+    assert env.gov.state().reason == "governance_config_mismatch"
+    gov = env.gov
+    set_state = gov.set_state
+
+    def integrity_halt_first(state: str, reason: str, **kw: Any) -> Any:
+        # approve_config has read "halted for the config"; before it writes NORMAL,
+        # another process (tlog fsck, the integrity watch) halts for tampering.
+        if state == NORMAL:
+            set_state(HALTED, "integrity_violation")
+        return set_state(state, reason, **kw)
+
+    gov.set_state = integrity_halt_first
+    try:
+        fp = fingerprint(env.service.config)
+        gov.approve_config(sign_request(env.owner, "approve-config", fingerprint=fp))
+    finally:
+        gov.set_state = set_state
+    assert gov.approved_fingerprint() == fp  # the approval stands...
+    state = gov.state()  # ...but only an owner-signed resume lifts the integrity halt
+    assert (state.state, state.reason) == (HALTED, "integrity_violation")
+    assert env.post().status_code == 503
+
+
 def test_unapproved_config_edit_starts_halted_until_approved(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1110,6 +1137,30 @@ def test_each_refusal_leaves_one_audit_record(make_env: Callable[..., Env], stat
     leaves = b"".join(audit.entry(i) for i in range(audit.size))
     for token in (_forged(env), *env.tokens.values(), env.auditor):
         assert token.split("_", 2)[2].encode() not in leaves
+
+
+def test_a_revocation_survives_a_freeze_decided_before_it(env: Env) -> None:
+    keys = env.service.keys
+    key, token = keys.create("alpha", {"read"})
+    record = keys._record
+
+    def revoke_first(type_: str, detail: Any, meta_key: bytes, meta_value: Any) -> int:
+        # The server has read the key to freeze it; the operator revokes it now (another
+        # process, as `tlog keys revoke` would; its transaction commits first).
+        if type_ == "key_frozen":
+            keys.revoke(key.key_id)
+        return record(type_, detail, meta_key, meta_value)
+
+    keys._record = revoke_first  # type: ignore[method-assign]
+    try:
+        keys.set_frozen(key.key_id, True, {"reason": "repeated scope violations"})
+    finally:
+        keys._record = record  # type: ignore[method-assign]
+    (facts,) = [k for k in keys.list() if k.key_id == key.key_id]
+    assert facts.revoked_at is not None and facts.frozen
+    keys.set_frozen(key.key_id, False, {"reason": "owner"})  # unfreezing revives nothing
+    with pytest.raises(Unauthorized):
+        keys.authenticate(f"Bearer {token}")
 
 
 def test_key_create_and_revoke_are_audit_records(env: Env) -> None:
