@@ -167,8 +167,13 @@ def _name(value: str, where: str) -> str:
     return value
 
 
-def parse_config(text: str) -> Config:
-    """Return the Config described by TOML text. Raises ConfigError."""
+def parse_config(text: str, *, new: bool = True) -> Config:
+    """Return the Config described by TOML text. Raises ConfigError.
+
+    ``new``: also refuse what could never work but older versions accepted (an artifact
+    type requiring a key only the server states, a map below MIN_STORAGE_MAP_BYTES).
+    False for the config of an existing data directory, which must keep opening.
+    """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -186,7 +191,7 @@ def parse_config(text: str) -> Config:
     for key, value in limits_raw.items():
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"[limits] {key} must be a positive integer")
-    if limits_raw.get("storage_map_bytes", MIN_STORAGE_MAP_BYTES) < MIN_STORAGE_MAP_BYTES:
+    if new and limits_raw.get("storage_map_bytes", MIN_STORAGE_MAP_BYTES) < MIN_STORAGE_MAP_BYTES:
         raise ConfigError(
             f"[limits] storage_map_bytes must be at least {MIN_STORAGE_MAP_BYTES} (2 MiB)"
         )
@@ -228,7 +233,7 @@ def parse_config(text: str) -> Config:
             ):
                 raise ConfigError(f"{twhere} required_metadata must be a list of names")
             reserved = sorted(SERVER_FACTS.intersection(required))
-            if reserved:
+            if reserved and new:
                 raise ConfigError(
                     f"{twhere} required_metadata names {', '.join(reserved)}, which only the "
                     "server may state: no submission could meet it"
@@ -243,10 +248,10 @@ def default_config_text() -> str:
     return resources.files("tlog").joinpath("default_config.toml").read_text(encoding="utf-8")
 
 
-def load_config(path: Path | None) -> Config:
+def load_config(path: Path | None, *, new: bool = True) -> Config:
     """Return the config in ``path``, or the embedded demo config for None.
 
-    Raises ConfigError if the file is unreadable or invalid.
+    Raises ConfigError if the file is unreadable or invalid (``new``: see parse_config).
     """
     if path is None:
         return parse_config(default_config_text())
@@ -254,4 +259,4 @@ def load_config(path: Path | None) -> Config:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    return parse_config(text)
+    return parse_config(text, new=new)

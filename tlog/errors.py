@@ -104,6 +104,12 @@ class StorageFull(TlogError):
     code = "storage_full"
 
 
+class EntryLimit(StorageFull):
+    """The certified entry count of a product or of the service is reached (507)."""
+
+    code = "entry_limit_reached"
+
+
 class KeyProblem(TlogError):
     """A log's signing key is missing, unreadable, or not the key the log was created with."""
 

@@ -60,6 +60,7 @@ from tlog.config import AUDIT_LOG, Config, fingerprint
 from tlog.errors import (
     BadRequest,
     Conflict,
+    EntryLimit,
     Forbidden,
     PayloadTooLarge,
     Pushback,
@@ -186,12 +187,6 @@ class RateLimited(TlogError):
         self.retry_after = retry_after
 
 
-class EntryLimit(StorageFull):
-    """The certified entry count of a product or of the service is reached (507)."""
-
-    code = "entry_limit_reached"
-
-
 class DeadlineExceeded(TlogError):
     """A read or proof took longer than the query deadline (504)."""
 
@@ -288,6 +283,10 @@ class Governance:
         self.audit: Log = store.log(AUDIT_LOG)
         store.audit_log = AUDIT_LOG
         store.audit_hook = self._append_record
+        store.entry_limits = (
+            config.limits.max_entries_per_product,
+            config.limits.max_entries_global,
+        )
         store.on_integrity_failure = self._writer_integrity_failure
         self._halt_lock = threading.Lock()
         # Set when the audit log itself failed its consistency check: nothing can be
@@ -561,10 +560,19 @@ class Governance:
         # so the note's own bytes would let one request be used again. Notes marked by
         # their bytes (before this rule) are still refused.
         used = b"request/text/" + hashlib.sha256(verified.text.encode()).hexdigest().encode()
-        legacy = b"request/" + hashlib.sha256(note.encode()).hexdigest().encode()
+        # Marks of the old kind are of the note as signed: its text and one signature
+        # line. Any line of this note may be that one (the rest repeated or foreign).
+        signatures = note[len(verified.text) + 1 :].splitlines(keepends=True)
+        legacy = [
+            b"request/"
+            + hashlib.sha256((verified.text + "\n" + line).encode()).hexdigest().encode()
+            for line in dict.fromkeys([*signatures, ""])
+        ]
         storage = self.store.storage
         with storage.env.begin(write=True) as txn:
-            if storage.get_meta(txn, used) is not None or storage.get_meta(txn, legacy):
+            if storage.get_meta(txn, used) is not None or any(
+                storage.get_meta(txn, mark) is not None for mark in legacy
+            ):
                 raise Forbidden("this signed request was already used; sign a new one")
             storage.put_meta(txn, used, str(self._now()).encode())
         return fields
@@ -785,7 +793,6 @@ class Governance:
         pending: int,
         nbytes: int = 0,
         *,
-        pending_here: int = 0,
         pending_bytes: int = 0,
     ) -> None:
         """Admit ``count`` new entries (``nbytes`` bytes of leaves and bodies, estimated)
@@ -797,9 +804,9 @@ class Governance:
         where not even the audit record of the refusal would fit), entry counts per
         product and global (507), write rate per product and global (429). Each product
         has its own token bucket and count, so one product at its quota does not block
-        another. ``pending`` entries (``pending_here`` of them for this log, and
-        ``pending_bytes``) are admitted but not yet written: they count against the
-        limits too, or concurrent requests would each see room for themselves.
+        another. ``pending_bytes`` are admitted but not yet written: near a full map they
+        refuse this write too (without changing state). The entry counts are enforced
+        again, exactly, by the writer (Store.entry_limits).
         """
         self.check_writable()
         limits = self.config.limits
@@ -809,7 +816,13 @@ class Governance:
                 code="too_many_pending_writes",
             )
         used, total = self.store.storage.usage()
-        used += pending_bytes
+        if used + nbytes < 0.99 * total <= used + pending_bytes + nbytes:
+            # Room now, but not once the writes admitted before this one land: refuse
+            # this one (the state stays: those writes may yet be refused themselves).
+            raise StorageFull(
+                f"storage is {used / total:.1%} full with {pending_bytes} more bytes being "
+                f"written ({nbytes} more asked for); try again later"
+            )
         if used + nbytes >= 0.99 * total:
             detail = {"used": used, "incoming": nbytes, "map_size": total}
             self.threat("storage_exhaustion", detail)
@@ -826,12 +839,14 @@ class Governance:
                 f"storage is {used / total:.1%} full ({nbytes} more bytes asked for); "
                 "writes are suspended"
             )
-        if log.size + pending_here + count > limits.max_entries_per_product:
+        # The counts as of now; the writer checks them again, exactly, as it places each
+        # entry (Store.entry_limits), so concurrent requests cannot pass them together.
+        if log.size + count > limits.max_entries_per_product:
             raise EntryLimit(
-                f"{log.name} holds {log.size} entries ({pending_here} more being written); "
-                f"the limit is {limits.max_entries_per_product}"
+                f"{log.name} holds {log.size} entries; the limit is "
+                f"{limits.max_entries_per_product}"
             )
-        total_entries = self.total_entries() + pending
+        total_entries = self.total_entries()
         if total_entries + count > limits.max_entries_global:
             raise EntryLimit(
                 f"the service holds {total_entries} entries; the limit is "
@@ -937,9 +952,8 @@ class ScaleMonitor:
     def __init__(self, governance: Governance) -> None:
         self.gov = governance
         self.pending = 0
-        """Entries admitted and not yet written (all logs); with pending_by_log and
-        pending_bytes, the HTTP layer keeps them for admit_write."""
-        self.pending_by_log: dict[str, int] = {}
+        """Entries admitted and not yet written (all logs); with pending_bytes, the HTTP
+        layer keeps them for admit_write."""
         self.pending_bytes = 0
         self.largest_artifact = 0
         self._writes: dict[str, deque[list[float]]] = {}  # [bucket start, count]

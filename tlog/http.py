@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tlog.auth import KeyFrozen, Principal
@@ -400,7 +400,12 @@ class _Api:
         if ctype not in ("application/json", "application/cbor"):
             raise UnsupportedMediaType("Content-Type must be application/json or application/cbor")
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
             raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
         chunks: list[bytes] = []
         size = 0
@@ -460,20 +465,15 @@ class _Api:
         """
         nbytes = sum(len(d.body) + 1024 for d in drafts)  # bodies, leaves and indexes
         scale, n = self.scale, len(drafts)
-        here = scale.pending_by_log.get(log.name, 0)
-        self.gov.admit_write(
-            log, n, scale.pending, nbytes, pending_here=here, pending_bytes=scale.pending_bytes
-        )
+        self.gov.admit_write(log, n, scale.pending, nbytes, pending_bytes=scale.pending_bytes)
         # No await between the check and the counts: the next request sees this one.
         scale.pending += n
-        scale.pending_by_log[log.name] = here + n
         scale.pending_bytes += nbytes
         self.metrics.pending.inc(n)
         try:
             outcomes = await log.submit_many(drafts, atomic=True)
         finally:
             scale.pending -= n
-            scale.pending_by_log[log.name] -= n
             scale.pending_bytes -= nbytes
             self.metrics.pending.dec(n)
         failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, TlogError)]
@@ -884,6 +884,10 @@ def create_app(
     ]
 
     async def on_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, HTTPException) and exc.status_code == 405 and not known(request):
+            # Only the append-only catch-all matched, by path, and not by method: no
+            # route has this path at all. Not found, and nothing to record.
+            return problem(404, "not_found", "no such path")
         if isinstance(exc, HTTPException):
             response = (
                 _method_not_allowed()
@@ -902,13 +906,13 @@ def create_app(
         await api.record_refusal(request, HTTPException(405), 405, "append_only")
         return response
 
-    async def no_such_path(request: Request) -> Response:
-        return problem(404, "not_found", "no such path")
+    served = list(routes)
+
+    def known(request: Request) -> bool:
+        """Return whether any route but the append-only catch-all has this path."""
+        return any(route.matches(request.scope)[0] != Match.NONE for route in served)
 
     routes.append(Route("/{anything:path}", refuse_mutation, methods=mutating))
-    # Other methods on a path no route has: 404, not the 405 (and the audit record) that
-    # the partial match of the catch-all above would give.
-    routes.append(Route("/{anything:path}", no_such_path, methods=["GET", "HEAD", "POST"]))
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         TlogError: on_error,
         HTTPException: on_error,

@@ -87,16 +87,17 @@ def _check_tile(
         r.fail(f"tile record {level}/{index} is missing or truncated", first_leaf)
         return
     if level == 0:
-        i = 0
+        seen = 0
         try:
             for i, leaf in enumerate(st.iter_leaves(txn, log.dbs, first_leaf, first_leaf + width)):
+                seen += 1
                 r.leaves_checked += 1
                 if _sha(b"\x00" + leaf) != record[i * _H : (i + 1) * _H]:
                     r.fail(
                         f"leaf {first_leaf + i} does not hash to its stored hash", first_leaf + i
                     )
-        except st.StorageError as exc:  # a leaf is gone: the tile cannot be checked
-            r.fail(str(exc), first_leaf + i)
+        except st.StorageError as exc:  # the leaf after the last one seen is gone
+            r.fail(str(exc), first_leaf + seen)
     else:
         for j in range(width):
             child = st.get_tile_record(txn, log.dbs, level - 1, index * TILE_WIDTH + j)

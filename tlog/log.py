@@ -47,6 +47,7 @@ from tlog.entry import (
 from tlog.errors import (
     BadRequest,
     Conflict,
+    EntryLimit,
     InvalidEntry,
     KeyProblem,
     LeafTooLarge,
@@ -305,6 +306,17 @@ class NotWritten(Conflict):
 NOT_WRITTEN = NotWritten("not written: another item of this all-or-nothing submission failed")
 
 _MISSING = object()
+
+
+class _Quota:
+    """The entry limits as the writer applies them to one batch: at most ``per_log``
+    entries in any one log, and ``left`` more in all quota-bound logs together."""
+
+    __slots__ = ("left", "per_log")
+
+    def __init__(self, per_log: int, left: int) -> None:
+        self.per_log = per_log
+        self.left = left
 
 
 class _Group:
@@ -612,6 +624,7 @@ class Log:
         items: Sequence[Item],
         now_ms: int,
         atomic: Sequence[tuple[int, int]] = (),
+        quota: _Quota | None = None,
     ) -> list[_Placed | TlogError]:
         """Write items into txn (the caller commits); return where each one went.
 
@@ -620,13 +633,18 @@ class Log:
         lookups as one from an earlier batch. ``atomic``: ranges [start, end) of items
         that are written all or none: if one fails, the range's others are undone and
         answer NotWritten (nothing is stored until after the loop, so undoing is
-        forgetting the range's placements).
+        forgetting the range's placements). ``quota``: refuse new entries beyond it
+        (EntryLimit), counting them as they are placed (the admission check before the
+        queue saw only what was written then).
         """
         dbs = self.dbs
         txn = wtxn.main
         itxn: Any = None
         if st.leaf_count(txn, dbs) != self._size:
+            before = self._size
             self._reload(txn)
+            if quota is not None:
+                quota.left -= self._size - before  # another process's entries count too
         size = self._size
         envelopes = self.kind == ENVELOPE
         if envelopes:
@@ -653,9 +671,16 @@ class Log:
         placed: list[_Placed | TlogError] = []
         groups = {start: end for start, end in atomic if end - start > 1}
         group: _Group | None = None  # the all-or-nothing range being placed, if any
+
+        def close(group: _Group) -> None:
+            placed_leaves = len(leaves)
+            group.close(placed, leaves, hashes, versions, bodies)
+            if quota is not None:
+                quota.left += placed_leaves - len(leaves)  # the undone entries' room
+
         for pos, item in enumerate(items):
             if group is not None and pos == group.end:
-                group.close(placed, leaves, hashes, versions, bodies)
+                close(group)
                 group = None
             if pos in groups:
                 group = _Group(groups[pos], placed, leaves, hashes, versions, bodies)
@@ -673,7 +698,11 @@ class Log:
                 if isinstance(item, Draft):
                     slot = None if item.idempotency_key is None else _idempotency_slot(item)
                     if slot is not None:
-                        rec = batch_idempotency.get(slot) or st.get_idempotency(txn, dbs, slot)
+                        rec = (
+                            batch_idempotency.get(slot)
+                            or st.get_idempotency(txn, dbs, slot)
+                            or self._legacy_idempotency(txn, item)
+                        )
                         if rec is not None:
                             if rec["digest"] != item.request_digest.hex():
                                 raise Conflict(
@@ -704,6 +733,18 @@ class Log:
                 if group is not None:
                     group.failed = True
                 continue
+            if quota is not None and (size + len(leaves) >= quota.per_log or quota.left <= 0):
+                placed.append(
+                    EntryLimit(
+                        f"{self.name} holds {size + len(leaves)} entries; the limit is "
+                        f"{quota.per_log}"
+                        if size + len(leaves) >= quota.per_log
+                        else "the service holds as many entries as its limit allows"
+                    )
+                )
+                if group is not None:
+                    group.failed = True
+                continue
             h = leaf_hash(leaf)
             if self.dedup:
                 earlier = seen.get(h)
@@ -726,6 +767,8 @@ class Log:
                 seen[h] = index
             leaves.append(leaf)
             hashes.append(h)
+            if quota is not None:
+                quota.left -= 1
             if isinstance(item, Draft):
                 assert version is not None
                 placed.append(_Placed(index, leaf, False, version, item.artifact_id, h))
@@ -745,7 +788,7 @@ class Log:
             else:
                 placed.append(_Placed(index, leaf, False, leaf_hash=h))
         if group is not None:
-            group.close(placed, leaves, hashes, versions, bodies)
+            close(group)
         if versions:
             st.put_versions(itxn, dbs, versions)
         if bodies:
@@ -779,6 +822,27 @@ class Log:
             self._next = (new_size, root, note)
             self._new_hashes = hashes
         return placed
+
+    def _legacy_idempotency(self, txn: Any, item: Draft) -> dict[str, Any] | None:
+        """Return the record of item's Idempotency-Key as stored before keys were scoped
+        to principals (keyed by the key itself), if that record's entry was written by
+        item's principal; else None. Keeps retries across the upgrade safe without
+        letting one principal's old record answer another's request."""
+        assert item.idempotency_key is not None
+        try:
+            raw_key = item.idempotency_key.encode()
+        except UnicodeEncodeError:
+            return None
+        if not raw_key or len(raw_key) > st.MAX_KEY_BYTES:
+            return None
+        rec = st.get_idempotency(txn, self.dbs, raw_key)
+        if rec is None:
+            return None
+        try:
+            stored = decode_envelope(st.get_leaf(txn, self.dbs, int(rec["index"])))
+        except (TlogError, KeyError, ValueError):
+            return None
+        return rec if stored.principal == item.principal else None
 
     def _reload(self, txn: Any) -> None:
         """Adopt the stored state: another process (e.g. the tlog CLI) appended to this log.
@@ -1042,6 +1106,9 @@ class Store:
         self.audit_log: str | None = None
         """Name of the log that receives one record per batch appended to any other log."""
         self.audit_hook: AuditHook | None = None
+        self.entry_limits: tuple[int, int] | None = None
+        """(per log, all logs but the audit log): the writer refuses entries beyond them
+        (EntryLimit) as it places them, so no two batches admitted at once can pass."""
         # Called from the writer thread, (log name, problem), when a batch was refused
         # because its tree would not extend the last signed checkpoint. It must not wait
         # for the writer (governance halts from another thread).
@@ -1336,6 +1403,11 @@ class Store:
         audit = self.logs.get(self.audit_log) if self.audit_log is not None else None
         touched = [self.logs[name] for name in by_log if self.logs[name] is not audit]
         records: list[bytes] = []
+        quota = None
+        if self.entry_limits is not None and touched:
+            per_log, in_all = self.entry_limits
+            used = sum(lg._size for lg in self.logs.values() if lg is not audit)
+            quota = _Quota(per_log, in_all - used)
         try:
             with self.storage.write() as wtxn:
                 for log in touched:
@@ -1346,7 +1418,7 @@ class Store:
                         if job.atomic:
                             atomic.append((pos, pos + len(job.items)))
                         pos += len(job.items)
-                    outcomes = log._integrate(wtxn, items, now_ms, atomic)
+                    outcomes = log._integrate(wtxn, items, now_ms, atomic, quota)
                     # After _integrate: it may have adopted another process's appends,
                     # which are that process's to record, not this batch's.
                     before = log.size
@@ -1356,7 +1428,16 @@ class Store:
                         pos += len(job.items)
                     if audit is not None and self.audit_hook is not None and log._pending:
                         new_size, root, _ = log._next
-                        principals = sorted({it.principal for it in items if isinstance(it, Draft)})
+                        # Only the items written now: not replays, not refused ones.
+                        principals = sorted(
+                            {
+                                it.principal
+                                for it, out in zip(items, outcomes, strict=True)
+                                if isinstance(it, Draft)
+                                and isinstance(out, _Placed)
+                                and not out.replayed
+                            }
+                        )
                         records.append(
                             self.audit_hook(log.name, before, new_size, root, principals)
                         )

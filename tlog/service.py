@@ -165,7 +165,9 @@ class Service:
         """Open an initialised depository. Raises ConfigError, StorageError, KeyProblem."""
         if not cls.initialized(data_dir):
             raise ConfigError(f"{data_dir} is not initialised (run tlog init)")
-        config = load_config(data_dir / CONFIG_FILE)
+        # An existing depository's config keeps opening under checks added since; its
+        # approval (governance) still guards any change to it.
+        config = load_config(data_dir / CONFIG_FILE, new=False)
         store = Store.open(data_dir, map_size=config.limits.storage_map_bytes)
         for name in config.products:
             if name not in store.logs:
@@ -212,8 +214,14 @@ class Service:
             raise InvalidEntry("artifact_id must be a string")
         if artifact_id is not None and artifact_id.endswith("/body"):
             # GET /logs/{p}/artifacts/{id}/body is the body of the artifact {id}, so the
-            # versions of "x/body" could never be listed.
-            raise InvalidEntry('artifact_id must not end in "/body" (ambiguous in the API)')
+            # versions of a new "x/body" could never be listed. One stored before this
+            # rule keeps taking versions.
+            try:
+                self.product_log(product).versions(artifact_id)
+            except NotFound:
+                raise InvalidEntry(
+                    'artifact_id must not end in "/body" (ambiguous in the API)'
+                ) from None
         metadata, encoded_metadata = encode_metadata(payload.get("metadata", {}))
         if not _SERVER_FACTS.isdisjoint(metadata):
             claimed = sorted(_SERVER_FACTS.intersection(metadata))

@@ -74,3 +74,21 @@ def test_init_with_a_bad_config_leaves_no_data_directory(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "storage_map_bytes" in err[0]
     assert not data.exists() or not any(data.iterdir())
+
+
+def test_an_existing_depository_keeps_opening_under_the_newer_checks(tmp_path: Path) -> None:
+    from tlog.service import Service
+
+    good = tmp_path / "good.toml"
+    good.write_text(config())
+    Service.init(tmp_path / "data", config_path=good).close()
+    # As an older version accepted it: a 1 MiB map and a type requiring "version".
+    legacy = config("storage_map_bytes = 1048576", required='["version"]')
+    (tmp_path / "data" / "config.toml").write_text(legacy)
+    with pytest.raises(ConfigError):
+        parse_config(legacy)
+    service = Service.open(tmp_path / "data")
+    try:
+        assert service.config.limits.storage_map_bytes == 1 << 20
+    finally:
+        service.close()

@@ -17,6 +17,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -444,6 +445,35 @@ def test_entry_quotas_hold_against_concurrent_requests(
     assert sum(env.sizes().values()) == 10
 
 
+def test_entries_written_but_not_yet_answered_are_not_counted_twice(
+    make_env: Callable[..., Env],
+) -> None:
+    env = make_env(limits={"max_entries_per_product": 2})
+    store = env.service.store
+    on_batch = store.on_batch
+    in_window = threading.Event()
+
+    def slow_on_batch(*args: Any) -> None:
+        # After the commit, before the first caller is answered: its entry is in the
+        # log's size now, and must not also count as still being written.
+        assert on_batch is not None
+        on_batch(*args)
+        if env.sizes()["alpha"] == 1 and not in_window.is_set():
+            in_window.set()
+            time.sleep(0.5)
+
+    store.on_batch = slow_on_batch
+    first: list[Any] = []
+    thread = threading.Thread(target=lambda: first.append(env.post()))
+    thread.start()
+    assert in_window.wait(5)
+    second = env.post()
+    thread.join()
+    assert (first[0].status_code, second.status_code) == (201, 201), second.text
+    assert env.sizes()["alpha"] == 2
+    assert env.post().status_code == 507
+
+
 def test_limit_query_deadline_504(make_env: Callable[..., Env]) -> None:
     env = make_env(limits={"query_deadline_ms": 1, "max_batch_items": 1000})
     for _ in range(6):
@@ -607,6 +637,16 @@ def test_halt_refuses_writes_keeps_reads_and_resume_needs_the_owner(env: Env) ->
     assert open_note(text + "\n\n" + signature + signature, [parse_vkey(env.owner.vkey)])
     with pytest.raises(Forbidden, match="already used"):
         env.gov.resume(text + "\n\n" + signature + signature)
+    # A request used before marks were of the signed text (its mark is of the note's
+    # bytes) is refused as such, and with its signature line repeated too.
+    old_note = sign_request(env.owner, "resume", reason="used by an older version")
+    with env.service.store.storage.env.begin(write=True) as txn:
+        mark = b"request/" + hashlib.sha256(old_note.encode()).hexdigest().encode()
+        env.service.store.storage.put_meta(txn, mark, b"1")
+    old_text, old_signature = old_note.rsplit("\n\n", 1)
+    for variant in (old_note, old_text + "\n\n" + old_signature + old_signature):
+        with pytest.raises(Forbidden, match="already used"):
+            env.gov.resume(variant)
     assert env.gov.state() == halted
     assert env.post().status_code == 503
     assert env.gov.resume(sign_request(env.owner, "resume", reason="done")).state == NORMAL

@@ -364,6 +364,13 @@ def test_unknown_paths_are_404_and_not_recorded(env: Env) -> None:
         r = env.client.request(method, path, headers=env.auth())
         assert r.status_code == 404 and r.json()["code"] == "not_found", (method, path, r.text)
     assert audit.size == before
+    # A real path with a method it does not take is still 405 (and recorded), not 404.
+    for method, path in [("POST", "/logs/alpha/checkpoint"), ("GET", "/logs/alpha/entries")]:
+        r = env.client.request(method, path, headers=env.auth())
+        assert r.status_code == 405, (method, path, r.text)
+    for method in ("OPTIONS", "FOO"):
+        assert env.client.request(method, "/nope", headers=env.auth()).status_code == 404
+    assert audit.size == before + 2  # the two 405s, and only they, were recorded
     # Writing to the audit log: 401 without a key (before the 403 with one).
     assert env.client.post("/logs/_audit/entries", json={}).status_code == 401
     assert env.client.post("/logs/_audit/entries", json={}, headers=env.auth()).status_code == 403

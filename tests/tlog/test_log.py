@@ -40,9 +40,9 @@ from tests.reference import (
 )
 from tests.tlog.support import note_body, open_with_signer, ref_bundle, ref_tile
 from tlog.entry import decode_envelope
-from tlog.errors import BadRequest, Conflict, InvalidEntry, KeyProblem, NotFound
+from tlog.errors import BadRequest, Conflict, InvalidEntry, KeyProblem, NotFound, TlogError
 from tlog.log import ENVELOPE, RAW, Appended, Draft, Log, Outcome, Store
-from tlog.storage import MAX_ARTIFACT_ID_BYTES, StorageError
+from tlog.storage import MAX_ARTIFACT_ID_BYTES, StorageError, put_idempotency_many
 from verifier.checkpoint import open_checkpoint
 from verifier.hashing import EMPTY_ROOT, leaf_hash
 from verifier.note import Signer, VerifierKey, format_signer_key, parse_signer_key, parse_vkey
@@ -516,6 +516,31 @@ def test_idempotency_keys_are_scoped_to_the_principal(tmp_path: Path) -> None:
         store.close()
 
 
+def test_idempotency_records_from_before_scoping_still_answer_their_principal(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
+        digest = b"\x07" * 32
+        (first,) = submit(log, draft("doc", b"one"))
+        # The record as versions before this one stored it: under the key itself.
+        with store.storage.write() as wtxn:
+            put_idempotency_many(
+                wtxn.main, log.dbs, [(b"req-9", {"digest": digest.hex(), "index": first.index})]
+            )
+        alice = draft("doc", b"one", idempotency_key="req-9", request_digest=digest)
+        (again,) = submit(log, alice)
+        assert again.replayed and again.index == first.index
+        bob = dataclasses.replace(alice, principal="key:0b0b0b0b")
+        (his,) = submit(log, bob)  # not his record: his own request, written
+        assert not his.replayed and his.index == 1
+        with pytest.raises(Conflict):  # alice's key for another request: still a conflict
+            submit(log, dataclasses.replace(alice, request_digest=b"\x08" * 32))
+    finally:
+        store.close()
+
+
 def test_one_draft_too_long_for_the_indexes_fails_alone(tmp_path: Path) -> None:
     # 256 characters pass the envelope schema, but 1,024 bytes of UTF-8 exceed LMDB's
     # 511-byte keys: refused as that item's error, never the whole batch's.
@@ -613,6 +638,38 @@ def test_an_atomic_job_is_written_all_or_none(tmp_path: Path) -> None:
         )
         assert isinstance(loose[0], Appended) and isinstance(loose[1], Conflict)
         assert log.size == 4
+    finally:
+        store.close()
+
+
+def test_the_audit_record_names_only_principals_whose_entries_were_written(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
+        store.create_log("audit", "bucket.example/logs/audit")
+        seen: list[list[str]] = []
+
+        def hook(name: str, first: int, size: int, root: bytes, principals: list[str]) -> bytes:
+            seen.append(list(principals))
+            return os.urandom(16)
+
+        store.audit_log, store.audit_hook = "audit", hook
+        mallory = [
+            dataclasses.replace(draft("m", b"1"), principal="key:0m0m0m0m"),
+            dataclasses.replace(draft("n", b"2", expected_version=3), principal="key:0m0m0m0m"),
+        ]
+
+        async def run() -> tuple[list[Outcome], list[Outcome]]:
+            return await asyncio.gather(
+                log.submit_many(mallory, atomic=True), log.submit_many([draft("p", b"3")])
+            )
+
+        refused, written = asyncio.run(run())
+        assert all(isinstance(o, TlogError) for o in refused)
+        assert isinstance(written[0], Appended)
+        assert all("key:0m0m0m0m" not in p for p in seen) and ["key:3f2a9c1d"] in seen
     finally:
         store.close()
 
