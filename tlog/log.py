@@ -303,7 +303,11 @@ class NotWritten(Conflict):
     code = "not_written"
 
 
-NOT_WRITTEN = NotWritten("not written: another item of this all-or-nothing submission failed")
+def _not_written() -> NotWritten:
+    """Return a fresh NotWritten (one per item: an exception raised by a caller keeps
+    its traceback, which a shared instance would carry from one caller to the next)."""
+    return NotWritten("not written: another item of this all-or-nothing submission failed")
+
 
 _MISSING = object()
 
@@ -336,7 +340,7 @@ class _Group:
 
     def close(self, placed: list[Any], *lists: list[Any]) -> None:
         """End the range: if an item failed, forget every placement of the range and
-        answer each of its items with its own error, or NOT_WRITTEN. Pass the lists in
+        answer each of its items with its own error, or NotWritten. Pass the lists in
         the order given to __init__, ``placed`` first."""
         if not self.failed:
             return
@@ -349,7 +353,10 @@ class _Group:
                 del table[key]
             else:
                 table[key] = old
-        placed[first:] = [p if isinstance(p, TlogError) else NOT_WRITTEN for p in placed[first:]]
+        placed[first:] = [
+            p if isinstance(p, TlogError) and not isinstance(p, NotWritten) else _not_written()
+            for p in placed[first:]
+        ]
 
 
 AuditHook = Callable[[str, int, int, bytes, Sequence[str]], bytes]
@@ -685,7 +692,7 @@ class Log:
             if pos in groups:
                 group = _Group(groups[pos], placed, leaves, hashes, versions, bodies)
             if group is not None and group.failed:
-                placed.append(NOT_WRITTEN)  # the range is refused already: skip the work
+                placed.append(_not_written())  # the range is refused already: skip the work
                 continue
             index = size + len(leaves)
             version: int | None = None

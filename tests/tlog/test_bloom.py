@@ -15,6 +15,27 @@ from tlog.log import Store
 from verifier.hashing import leaf_hash
 
 
+def append_elsewhere(data: Path, leaf: bytes, *, die_unindexed: bool = False) -> int:
+    """Append leaf to log "t" from another process (as the tlog CLI would); return its
+    index. ``die_unindexed``: that process never indexes it and exits without closing,
+    as one killed right after its durable commit."""
+    script = (
+        "import os, sys; from pathlib import Path; from tlog.log import Store; "
+        "s = Store.open(Path(sys.argv[1])); "
+        + ("s._index_later = lambda *a: None; " if die_unindexed else "")
+        + "print(s.log('t').append_many([sys.argv[2].encode()]).indexes[0], flush=True); "
+        + ("os._exit(0)" if die_unindexed else "s.close()")
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(data), leaf.decode()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return int(out.stdout)
+
+
 def test_bloom_has_no_false_negatives_and_few_false_positives() -> None:
     bloom = Bloom(bits_log2=20)
     added = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(20_000)]
@@ -92,19 +113,7 @@ def test_filter_is_never_trusted_after_another_process_appended(tmp_path: Path) 
         assert not log._bloom_ready  # ...but the writer has not looked yet
         # Another process (as the tlog CLI does) appends a leaf this process never saw.
         other = b"appended by another process"
-        script = (
-            "import sys; from pathlib import Path; from tlog.log import Store; "
-            "s = Store.open(Path(sys.argv[1])); "
-            "print(s.log('t').append_many([sys.argv[2].encode()]).indexes[0]); s.close()"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", script, str(tmp_path), other.decode()],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        assert out.stdout.strip() == "300"
+        assert append_elsewhere(tmp_path, other) == 300
         # The writer adopts the other process's leaf, which its filter lacks: it must look
         # up exactly from then on, or the leaf would be appended a second time.
         assert log.append_many([other, b"new"]).indexes == [300, 301]
@@ -125,20 +134,7 @@ def test_a_leaf_another_process_committed_but_never_indexed_is_found(tmp_path: P
         log.append_many([os.urandom(40) for _ in range(10)])
         store._index_queue_drain()
         other = b"appended by a process that died"
-        script = (
-            "import os, sys; from pathlib import Path; from tlog.log import Store; "
-            "s = Store.open(Path(sys.argv[1])); s._index_later = lambda *a: None; "
-            "print(s.log('t').append_many([sys.argv[2].encode()]).indexes[0], flush=True); "
-            "os._exit(0)"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", script, str(tmp_path), other.decode()],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        assert out.stdout.strip() == "10"
+        assert append_elsewhere(tmp_path, other, die_unindexed=True) == 10
         assert log.append_many([other, b"mine"]).indexes == [10, 11]
         assert log.index_of(leaf_hash(other)) == 10
         store._index_queue_drain()  # our indexer indexes the adopted leaf too
