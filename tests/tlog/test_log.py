@@ -399,6 +399,11 @@ def test_restart_serves_everything_identically_and_keeps_appending(tmp_path: Pat
 # -- envelope logs: versions, bodies, idempotency ------------------------------------------
 
 
+def envelope_log(store: Store) -> Log:
+    """Return a new envelope log (artifact submissions) in store."""
+    return store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
+
+
 def draft(artifact_id: str, body: bytes, **kw: object) -> Draft:
     return Draft(
         product="gurukul",
@@ -494,80 +499,66 @@ def test_audit_hook_counts_only_this_batch_after_another_process_appended(
         store.close()
 
 
-def test_idempotency_keys_are_scoped_to_the_principal(tmp_path: Path) -> None:
-    store = Store.open(tmp_path)
-    try:
-        log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
-        alice = draft("doc", b"one", idempotency_key="1", request_digest=b"\x01" * 32)
-        bob = dataclasses.replace(alice, principal="key:0b0b0b0b")
-        carol = dataclasses.replace(alice, principal="key:0c0c0c0c", request_digest=b"\x02" * 32)
-        (a,) = submit(log, alice)
-        # Bob's equal key and content is his own request: a new entry, not Alice's receipt.
-        (b,) = submit(log, bob)
-        # Carol's equal key for another request is no conflict: she never used it, and a
-        # 409 would tell her that somebody else did.
-        (c,) = submit(log, carol)
-        assert [(x.replayed, x.index) for x in (a, b, c)] == [(False, 0), (False, 1), (False, 2)]
-        assert decode_envelope(b.leaf).principal == "key:0b0b0b0b"
-        # Each principal's own retry still replays their own entry.
-        assert [submit(log, d)[0].index for d in (carol, alice, bob)] == [2, 0, 1]
-        assert log.size == 3
-    finally:
-        store.close()
+def test_idempotency_keys_are_scoped_to_the_principal(store: Store) -> None:
+    log = envelope_log(store)
+    alice = draft("doc", b"one", idempotency_key="1", request_digest=b"\x01" * 32)
+    bob = dataclasses.replace(alice, principal="key:0b0b0b0b")
+    carol = dataclasses.replace(alice, principal="key:0c0c0c0c", request_digest=b"\x02" * 32)
+    (a,) = submit(log, alice)
+    # Bob's equal key and content is his own request: a new entry, not Alice's receipt.
+    (b,) = submit(log, bob)
+    # Carol's equal key for another request is no conflict: she never used it, and a
+    # 409 would tell her that somebody else did.
+    (c,) = submit(log, carol)
+    assert [(x.replayed, x.index) for x in (a, b, c)] == [(False, 0), (False, 1), (False, 2)]
+    assert decode_envelope(b.leaf).principal == "key:0b0b0b0b"
+    # Each principal's own retry still replays their own entry.
+    assert [submit(log, d)[0].index for d in (carol, alice, bob)] == [2, 0, 1]
+    assert log.size == 3
 
 
-def test_idempotency_records_from_before_scoping_still_answer_their_principal(
-    tmp_path: Path,
-) -> None:
-    store = Store.open(tmp_path)
-    try:
-        log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
-        digest = b"\x07" * 32
-        (first,) = submit(log, draft("doc", b"one"))
-        # The record as versions before this one stored it: under the key itself.
-        with store.storage.write() as wtxn:
-            put_idempotency_many(
-                wtxn.main, log.dbs, [(b"req-9", {"digest": digest.hex(), "index": first.index})]
-            )
-        alice = draft("doc", b"one", idempotency_key="req-9", request_digest=digest)
-        (again,) = submit(log, alice)
-        assert again.replayed and again.index == first.index
-        bob = dataclasses.replace(alice, principal="key:0b0b0b0b")
-        (his,) = submit(log, bob)  # not his record: his own request, written
-        assert not his.replayed and his.index == 1
-        with pytest.raises(Conflict):  # alice's key for another request: still a conflict
-            submit(log, dataclasses.replace(alice, request_digest=b"\x08" * 32))
-    finally:
-        store.close()
+def test_idempotency_records_from_before_scoping_still_answer_their_principal(store: Store) -> None:
+    log = envelope_log(store)
+    digest = b"\x07" * 32
+    (first,) = submit(log, draft("doc", b"one"))
+    # The record as versions before this one stored it: under the key itself.
+    with store.storage.write() as wtxn:
+        put_idempotency_many(
+            wtxn.main, log.dbs, [(b"req-9", {"digest": digest.hex(), "index": first.index})]
+        )
+    alice = draft("doc", b"one", idempotency_key="req-9", request_digest=digest)
+    (again,) = submit(log, alice)
+    assert again.replayed and again.index == first.index
+    bob = dataclasses.replace(alice, principal="key:0b0b0b0b")
+    (his,) = submit(log, bob)  # not his record: his own request, written
+    assert not his.replayed and his.index == 1
+    with pytest.raises(Conflict):  # alice's key for another request: still a conflict
+        submit(log, dataclasses.replace(alice, request_digest=b"\x08" * 32))
 
 
-def test_one_draft_too_long_for_the_indexes_fails_alone(tmp_path: Path) -> None:
+def test_one_draft_too_long_for_the_indexes_fails_alone(store: Store) -> None:
     # 256 characters pass the envelope schema, but 1,024 bytes of UTF-8 exceed LMDB's
     # 511-byte keys: refused as that item's error, never the whole batch's.
-    store = Store.open(tmp_path)
-    try:
-        log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
-        long_id = "\N{GRINNING FACE}" * 256
-        at_limit = "\N{GRINNING FACE}" * (MAX_ARTIFACT_ID_BYTES // 4)
-        long_key = draft("doc-2", b"2", idempotency_key="k" * 10_000, request_digest=b"\x01" * 32)
+    log = envelope_log(store)
+    long_id = "\N{GRINNING FACE}" * 256
+    at_limit = "\N{GRINNING FACE}" * (MAX_ARTIFACT_ID_BYTES // 4)
+    long_key = draft("doc-2", b"2", idempotency_key="k" * 10_000, request_digest=b"\x01" * 32)
 
-        async def many() -> list[Outcome]:
-            return await log.submit_many(
-                [draft("doc-1", b"1"), draft(long_id, b"x"), long_key, draft(at_limit, b"y")]
-            )
+    async def many() -> list[Outcome]:
+        return await log.submit_many(
+            [draft("doc-1", b"1"), draft(long_id, b"x"), long_key, draft(at_limit, b"y")]
+        )
 
-        first, bad, second, third = asyncio.run(many())
-        assert isinstance(bad, InvalidEntry) and "bytes of UTF-8" in str(bad)
-        assert isinstance(first, Appended) and isinstance(second, Appended)
-        assert isinstance(third, Appended) and third.artifact_id == at_limit
-        assert log.size == 3
-        assert log.versions(at_limit) == [(1, third.index)]
-        with pytest.raises(NotFound):
-            log.versions(long_id)  # a lookup of an unindexable id says "no such artifact"
-        (again,) = submit(log, long_key)
-        assert again.replayed and again.index == second.index
-    finally:
-        store.close()
+    first, bad, second, third = asyncio.run(many())
+    assert isinstance(bad, InvalidEntry) and "bytes of UTF-8" in str(bad)
+    assert isinstance(first, Appended) and isinstance(second, Appended)
+    assert isinstance(third, Appended) and third.artifact_id == at_limit
+    assert log.size == 3
+    assert log.versions(at_limit) == [(1, third.index)]
+    with pytest.raises(NotFound):
+        log.versions(long_id)  # a lookup of an unindexable id says "no such artifact"
+    (again,) = submit(log, long_key)
+    assert again.replayed and again.index == second.index
 
 
 def test_a_job_queued_while_the_store_closes_is_answered(tmp_path: Path) -> None:
@@ -603,75 +594,63 @@ def test_a_job_queued_while_the_store_closes_is_answered(tmp_path: Path) -> None
         log.append_many([b"y"])
 
 
-def test_an_atomic_job_is_written_all_or_none(tmp_path: Path) -> None:
-    store = Store.open(tmp_path)
-    try:
-        log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
-        key = draft("k", b"0", idempotency_key="req", request_digest=b"\x01" * 32)
-        bad = [draft("a", b"1"), key, draft("b", b"2", expected_version=5), draft("a", b"3")]
-        plain = [draft("a", b"4"), draft("c", b"5")]
+def test_an_atomic_job_is_written_all_or_none(store: Store) -> None:
+    log = envelope_log(store)
+    key = draft("k", b"0", idempotency_key="req", request_digest=b"\x01" * 32)
+    bad = [draft("a", b"1"), key, draft("b", b"2", expected_version=5), draft("a", b"3")]
+    plain = [draft("a", b"4"), draft("c", b"5")]
 
-        async def run() -> tuple[list[Outcome], list[Outcome]]:
-            # Queued together, so the writer usually places both jobs in one batch: the
-            # refused job's versions and idempotency key must not leak into the other's.
-            return await asyncio.gather(log.submit_many(bad, atomic=True), log.submit_many(plain))
+    async def run() -> tuple[list[Outcome], list[Outcome]]:
+        # Queued together, so the writer usually places both jobs in one batch: the
+        # refused job's versions and idempotency key must not leak into the other's.
+        return await asyncio.gather(log.submit_many(bad, atomic=True), log.submit_many(plain))
 
-        refused, written = asyncio.run(run())
-        assert [type(o).__name__ for o in refused] == [
-            "NotWritten",
-            "NotWritten",
-            "VersionConflict",
-            "NotWritten",
-        ]
-        assert all(isinstance(o, Appended) for o in written)
-        assert [(o.artifact_id, o.version) for o in written] == [("a", 1), ("c", 1)]  # type: ignore[union-attr]
-        assert log.size == 2 and log.versions("a") == [(1, written[0].index)]  # type: ignore[union-attr]
-        for artifact in ("b", "k"):
-            with pytest.raises(NotFound):
-                log.versions(artifact)
-        # The idempotency key was not recorded either: its retry is a fresh write.
-        (again,) = submit(log, key)
-        assert not again.replayed and again.index == 2
-        # Without atomic, each item stands alone.
-        loose = asyncio.run(
-            log.submit_many([draft("d", b"6"), draft("e", b"7", expected_version=1)])
+    refused, written = asyncio.run(run())
+    assert [type(o).__name__ for o in refused] == [
+        "NotWritten",
+        "NotWritten",
+        "VersionConflict",
+        "NotWritten",
+    ]
+    assert all(isinstance(o, Appended) for o in written)
+    assert [(o.artifact_id, o.version) for o in written] == [("a", 1), ("c", 1)]  # type: ignore[union-attr]
+    assert log.size == 2 and log.versions("a") == [(1, written[0].index)]  # type: ignore[union-attr]
+    for artifact in ("b", "k"):
+        with pytest.raises(NotFound):
+            log.versions(artifact)
+    # The idempotency key was not recorded either: its retry is a fresh write.
+    (again,) = submit(log, key)
+    assert not again.replayed and again.index == 2
+    # Without atomic, each item stands alone.
+    loose = asyncio.run(log.submit_many([draft("d", b"6"), draft("e", b"7", expected_version=1)]))
+    assert isinstance(loose[0], Appended) and isinstance(loose[1], Conflict)
+    assert log.size == 4
+
+
+def test_the_audit_record_names_only_principals_whose_entries_were_written(store: Store) -> None:
+    log = envelope_log(store)
+    store.create_log("audit", "bucket.example/logs/audit")
+    seen: list[list[str]] = []
+
+    def hook(name: str, first: int, size: int, root: bytes, principals: list[str]) -> bytes:
+        seen.append(list(principals))
+        return os.urandom(16)
+
+    store.audit_log, store.audit_hook = "audit", hook
+    mallory = [
+        dataclasses.replace(draft("m", b"1"), principal="key:0m0m0m0m"),
+        dataclasses.replace(draft("n", b"2", expected_version=3), principal="key:0m0m0m0m"),
+    ]
+
+    async def run() -> tuple[list[Outcome], list[Outcome]]:
+        return await asyncio.gather(
+            log.submit_many(mallory, atomic=True), log.submit_many([draft("p", b"3")])
         )
-        assert isinstance(loose[0], Appended) and isinstance(loose[1], Conflict)
-        assert log.size == 4
-    finally:
-        store.close()
 
-
-def test_the_audit_record_names_only_principals_whose_entries_were_written(
-    tmp_path: Path,
-) -> None:
-    store = Store.open(tmp_path)
-    try:
-        log = store.create_log("gurukul", "bucket.example/logs/gurukul", kind=ENVELOPE)
-        store.create_log("audit", "bucket.example/logs/audit")
-        seen: list[list[str]] = []
-
-        def hook(name: str, first: int, size: int, root: bytes, principals: list[str]) -> bytes:
-            seen.append(list(principals))
-            return os.urandom(16)
-
-        store.audit_log, store.audit_hook = "audit", hook
-        mallory = [
-            dataclasses.replace(draft("m", b"1"), principal="key:0m0m0m0m"),
-            dataclasses.replace(draft("n", b"2", expected_version=3), principal="key:0m0m0m0m"),
-        ]
-
-        async def run() -> tuple[list[Outcome], list[Outcome]]:
-            return await asyncio.gather(
-                log.submit_many(mallory, atomic=True), log.submit_many([draft("p", b"3")])
-            )
-
-        refused, written = asyncio.run(run())
-        assert all(isinstance(o, TlogError) for o in refused)
-        assert isinstance(written[0], Appended)
-        assert all("key:0m0m0m0m" not in p for p in seen) and ["key:3f2a9c1d"] in seen
-    finally:
-        store.close()
+    refused, written = asyncio.run(run())
+    assert all(isinstance(o, TlogError) for o in refused)
+    assert isinstance(written[0], Appended)
+    assert all("key:0m0m0m0m" not in p for p in seen) and ["key:3f2a9c1d"] in seen
 
 
 def test_idempotency_keys(tmp_path: Path) -> None:
