@@ -11,7 +11,8 @@ Prints one JSON object per line per figure on stdout (progress goes to stderr):
 4. ``inclusion_proofs`` / ``consistency_proofs`` at the full tree size (proofs/s).
 5. ``append_rate_at_100k``, ``append_rate_at_full`` and ``append_rate_ratio``: the
    append_many rate of a window of batches at 100k entries (each run on a fresh tree)
-   and again at the full size; the ratio is each full-size run over the median at 100k.
+   and at the full size, the two in alternation (``fig5_pairs`` says why); the ratio is
+   each full-size run over the median at 100k.
    Every append rate here (figures 1 and 5, the build) is timed from an idle indexer
    until the indexer has indexed the window's last leaf, so it includes the index work.
 6. ``disk_per_entry_overhead``: (bytes in use by both LMDB envs) / entries minus the
@@ -333,17 +334,6 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
     """Figures 4-6 (and 5's two rates) on one tree built to mode.full_size."""
     gen = Leaves(seed=1)
     full = mode.full_size
-    # Figure 5, first half: the rate at 100k entries, each run on its own fresh tree, so
-    # every window starts at exactly 100k (windows on one tree would drift to larger
-    # sizes, which are slower, and flatter the ratio).
-    at_100k = []
-    for run in range(mode.runs):
-        sub = d / f"at-100k-{run}"
-        with open_log(sub) as (store, log):
-            grow(store, log, gen, 100_000)
-            at_100k.append(append_rate(store, log, gen, mode.fig5_batches))
-        shutil.rmtree(sub)
-    progress(f"append rate at 100k: {statistics.median(at_100k):,.0f} entries/s")
     with open_log(d / "big") as (store, log):
         grow(store, log, gen, 100_000)
         # Build to the full size, timing each tenth.
@@ -380,11 +370,14 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
         # Figure 6: disk per entry, while the store is open (stats need the envs).
         disk = disk_split(store, log, gen.mean_size)
 
-        # Figure 5, second half: the rate at the full size (after 4 and 6, which
-        # are measured at exactly the full size).
+        # Figure 5 (after 4 and 6, which are measured at exactly the full size): the
+        # rate at 100k and at the full size, in alternation (see fig5_pairs).
         base = log.size
-        at_full = [append_rate(store, log, gen, mode.fig5_batches) for _ in range(mode.runs)]
-        progress(f"append rate at ~{base:,}: {statistics.median(at_full):,.0f} entries/s")
+        at_100k, at_full = fig5_pairs(mode, d, gen, store, log)
+        progress(
+            f"append rate at 100k: {statistics.median(at_100k):,.0f} entries/s, "
+            f"at ~{base:,}: {statistics.median(at_full):,.0f} entries/s"
+        )
     # The store is closed: actual file sizes on disk, for the record.
     disk["files_bytes"] = {
         env: (d / "big" / env / "data.mdb").stat().st_blocks * 512 for env in ("lmdb", "index")
@@ -409,9 +402,9 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
     p5 = {"batches_per_run": mode.fig5_batches, "batch": BATCH}
     emit(figure("append_rate_at_100k", at_100k, "entries/s", {**p5, "tree_size": 100_000}, m))
     emit(figure("append_rate_at_full", at_full, "entries/s", {**p5, "tree_size": base}, m))
-    # The 100k runs are on fresh trees, independent of the full-size runs, so there is
-    # nothing to pair: each full-size run is set against the median rate at 100k, and
-    # the figure's value (their median) is the ratio of the two medians.
+    # Each full-size run is set against the median rate at 100k (not against its partner
+    # in time, whose tree is another one), so the figure's value (the median of these
+    # ratios) is the ratio of the two medians.
     ratios = [f / r100 for f in at_full]
     emit(
         figure(
@@ -465,6 +458,38 @@ def fig_big_tree(mode: Mode, m: dict[str, Any], d: Path) -> None:
             m,
         )
     )
+
+
+def fig5_pairs(
+    mode: Mode, d: Path, gen: Leaves, store: Store, log: Log
+) -> tuple[list[float], list[float]]:
+    """Figure 5's windows: return (rates at 100k, rates on the big tree), one of each
+    per run, taken in alternation (100k first in even runs, the big tree first in odd
+    ones).
+
+    Each 100k window is on a fresh tree grown to exactly 100,000 entries (windows on one
+    tree would drift to larger sizes). The two sides are measured in the same minutes, so
+    that the machine's drift (this VM's rates move by a fifth over minutes) falls on both,
+    and no tree is deleted until all windows are done: on this VM a page the kernel has
+    freed is soon handed back to the host, and the next first touch of fresh memory costs
+    about 3.4 s per GiB, so a window writing into the page cache of a tree deleted just
+    before runs faster than one writing into fresh memory. Deleting each 100k tree before
+    the next was measured to flatter whichever side came right after a deletion (ratio
+    0.77-0.88 with all 100k windows first, 1.14 when alternating; docs/benchmarks.md).
+    """
+    at_100k: list[float] = []
+    at_full: list[float] = []
+    for run in range(mode.runs):
+        if run % 2:
+            at_full.append(append_rate(store, log, gen, mode.fig5_batches))
+        with open_log(d / f"at-100k-{run}") as (small_store, small_log):
+            grow(small_store, small_log, gen, 100_000)
+            at_100k.append(append_rate(small_store, small_log, gen, mode.fig5_batches))
+        if not run % 2:
+            at_full.append(append_rate(store, log, gen, mode.fig5_batches))
+    for run in range(mode.runs):
+        shutil.rmtree(d / f"at-100k-{run}")
+    return at_100k, at_full
 
 
 def disk_split(store: Store, log: Log, mean_leaf: float) -> dict[str, Any]:
