@@ -428,26 +428,42 @@ class Log:
 
     def _catch_up_index(self) -> None:
         """Bring the derived index env up to the log's size (after a crash or a rebuild):
-        artifact versions from the leaves (envelope logs), leaf hashes from the tiles."""
+        artifact versions from the leaves (envelope logs), leaf hashes from the tiles.
+
+        Another process opening the same data directory may be catching up at the same
+        time, so how far the index goes is read under the index env's write lock, in the
+        transaction that extends it: each version is written once. Raises StorageError if
+        the index covers more leaves than the log holds.
+        """
         storage = self.store.storage
         if self.kind == ENVELOPE:
-            done = storage.indexed_size(self.log_id)
-            if done > self._size:
-                raise StorageError(f"log {self.name}: index covers {done} of {self._size}")
-            while done < self._size:
-                stop = min(self._size, done + 65536)
-                with storage.read() as txn:
-                    leaves = list(st.iter_leaves(txn, self.dbs, done, stop))
+            while True:
                 with storage.write_index() as itxn:
+                    # Holding the write lock, a new read sees the last commit of anyone.
+                    done = storage.indexed_size(self.log_id)
+                    if done >= self._size:
+                        self._check_index_extent(done, "index")
+                        break
+                    stop = min(self._size, done + 65536)
+                    with storage.read() as txn:
+                        leaves = list(st.iter_leaves(txn, self.dbs, done, stop))
                     self._index_versions(itxn, done, leaves)
                     storage.set_indexed_size(itxn, self.log_id, stop)
-                done = stop
-        done = storage.hashed_size(self.log_id)
-        if done > self._size:
-            raise StorageError(f"log {self.name}: hash index covers {done} of {self._size}")
-        while done < self._size:
+        while True:
             with storage.write_index() as itxn:
                 done = st.index_hashes_upto(storage, itxn, self.log_id, self._size, 65536)
+            if done >= self._size:
+                self._check_index_extent(done, "hash index")
+                break
+
+    def _check_index_extent(self, done: int, what: str) -> None:
+        """Raise StorageError if an index covers more leaves than the log env holds now
+        (more than our size is fine: another process appended and indexed since)."""
+        if done > self._size:
+            with self.store.storage.read() as txn:
+                stored = st.leaf_count(txn, self.dbs)
+            if done > stored:
+                raise StorageError(f"log {self.name}: {what} covers {done} of {stored} leaves")
 
     def _unindexed_index(self, h: bytes) -> int | None:
         """Return the index of a committed leaf hash the indexer has not applied yet."""

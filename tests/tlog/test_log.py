@@ -870,3 +870,89 @@ def test_tessera_log_signed_checkpoints_byte_for_byte(tmp_path: Path) -> None:
             assert log.checkpoint_at(width) == (TESSERA / f"checkpoint.{width}").read_text()
     finally:
         store.close()
+
+
+_CATCH_UP_CHILD = """
+import sys, time
+from pathlib import Path
+from tlog import storage
+from tlog.log import Store
+
+data, barrier, me = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+real = storage.Storage.write_index
+
+def late(self):
+    # A slow machine: every index transaction of the catch-up starts 0.5 s late, so both
+    # openers have decided how far the index goes before either extends it.
+    time.sleep(0.5)
+    return real(self)
+
+storage.Storage.write_index = late
+(barrier / me).touch()
+while len(list(barrier.iterdir())) < 2:
+    time.sleep(0.005)
+s = Store.open(data)
+log = s.log("gurukul")
+print(log.versions("a/0"), log.versions("a/1"), log.index_of(bytes.fromhex(sys.argv[4])))
+s.close()
+"""
+
+
+def test_two_processes_catching_up_one_index_write_each_version_once(tmp_path: Path) -> None:
+    # The index env is derived and caught up on open. Two processes opening the same
+    # directory (the server and the tlog CLI) used to read how far it went before taking
+    # its write lock: both then wrote the same versions and the second failed to open
+    # ("bad math: version 1 of 'a/0' exists").
+    data = tmp_path / "data"
+    store = Store.open(data)
+    log = envelope_log(store)
+    outcomes = [submit(log, draft(f"a/{i % 2}", bytes([i])))[0] for i in range(6)]
+    log_id = log.log_id
+    store.close()
+    env = lmdb.open(str(data / "index"), max_dbs=16, subdir=True)
+    with env.begin(write=True) as txn:  # the index as if its commits had been lost
+        for name in ("artifacts", "hashes8"):
+            txn.drop(env.open_db(f"{log_id}/{name}".encode(), txn=txn), delete=False)
+        meta = env.open_db(b"meta", txn=txn)
+        txn.put(f"indexed/{log_id}".encode(), b"0", db=meta)
+        txn.put(f"hashed/{log_id}".encode(), b"0", db=meta)
+    env.close()
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    last = outcomes[-1]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _CATCH_UP_CHILD,
+                str(data),
+                str(barrier),
+                me,
+                last.leaf_hash.hex(),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for me in ("one", "two")
+    ]
+    answers = [child.communicate(timeout=120) for child in children]
+    for child, (out, err) in zip(children, answers, strict=True):
+        assert child.returncode == 0, err
+        assert out.split("\n")[0] == "[(1, 0), (2, 2), (3, 4)] [(1, 1), (2, 3), (3, 5)] 5"
+
+
+def test_an_index_beyond_the_stored_log_refuses_to_open(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = Store.open(data)
+    log = envelope_log(store)
+    submit(log, draft("a/0", b"x"))
+    log_id = log.log_id
+    store.close()
+    env = lmdb.open(str(data / "index"), max_dbs=16, subdir=True)
+    with env.begin(write=True) as txn:
+        txn.put(f"indexed/{log_id}".encode(), b"7", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(StorageError, match="index covers 7 of 1 leaves"):
+        Store.open(data)
