@@ -475,7 +475,7 @@ def fig5_pairs(
     about 3.4 s per GiB, so a window writing into the page cache of a tree deleted just
     before runs faster than one writing into fresh memory. Deleting each 100k tree before
     the next was measured to flatter whichever side came right after a deletion (ratio
-    0.77-0.88 with all 100k windows first, 1.14 when alternating; docs/benchmarks.md).
+    0.77 and 0.82 with all 100k windows first, 1.14 when alternating; docs/benchmarks.md).
     """
     at_100k: list[float] = []
     at_full: list[float] = []
