@@ -11,7 +11,8 @@ A data directory holds two LMDB environments:
   fsync, and throughput would fall as the tree grows. The index records how far
   each log is indexed; on open it is brought up to date from the log, and if the
   machine (not just the process) went down while it was dirty, it is rebuilt from
-  the log, since unsynced pages may then be torn.
+  the log, since unsynced pages may then be torn. ``index.lock`` beside them is
+  locked while a process opens (and, if torn, rebuilds) the index env.
 
 Each log gets its own named databases, so each can be appended to in key order
 (LMDB's append mode fills pages completely and skips the B-tree search):
@@ -37,6 +38,7 @@ partial tile's record is replaced by a longer one holding the same prefix).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import struct
@@ -175,8 +177,18 @@ class Storage:
     def _open_index(self) -> bool:
         """Open the index env; rebuild it empty if a machine crash may have torn it.
 
-        Returns True if it was (re)created empty, so every log must be re-indexed.
+        Returns True if it was (re)created empty, so every log must be re-indexed. Holds
+        an exclusive lock on ``index.lock`` in the data directory throughout: two
+        processes starting after a machine crash (the server and the tlog CLI) would
+        otherwise both find the index torn, and the second would delete the files the
+        first had just rebuilt and opened, leaving it alone with an unlinked index that
+        nobody else sees.
         """
+        with open(self.path / "index.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            return self._open_index_locked()
+
+    def _open_index_locked(self) -> bool:
         ipath = self.path / "index"
         boot = _boot_id()
         for attempt in (1, 2):

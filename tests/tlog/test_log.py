@@ -956,3 +956,81 @@ def test_an_index_beyond_the_stored_log_refuses_to_open(tmp_path: Path) -> None:
     env.close()
     with pytest.raises(StorageError, match="index covers 7 of 1 leaves"):
         Store.open(data)
+
+
+_TORN_CHILD = """
+import json, sys, time
+from pathlib import Path
+from tlog import storage
+from tlog.log import Store
+
+data, barrier, me = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+
+
+class SlowJson:
+    # A slow machine: 0.5 s between reading the index env's state and acting on it, so
+    # both openers have found the index torn before either rebuilds it.
+    dumps = staticmethod(json.dumps)
+
+    @staticmethod
+    def loads(raw):
+        time.sleep(0.5)
+        return json.loads(raw)
+
+
+def wait_for(n):
+    deadline = time.monotonic() + 30
+    while len(list(barrier.iterdir())) < n:
+        if time.monotonic() > deadline:
+            sys.exit(f"{me}: the other process never got this far")
+        time.sleep(0.005)
+
+
+storage.json = SlowJson
+(barrier / me).touch()
+wait_for(2)
+s = Store.open(data)
+storage.json = json
+with s.storage.write_index() as itxn:
+    itxn.put(b"seen-by-" + me.encode(), b"1", db=s.storage._imeta)
+(barrier / (me + "-wrote")).touch()
+wait_for(4)
+with s.storage.read_index() as itxn:
+    keys = [bytes(k).decode() for k, _ in itxn.cursor(db=s.storage._imeta)]
+print([k for k in keys if k.startswith("seen-by-")])
+print(s.log("gurukul").versions("a/0"))
+s.close()
+"""
+
+
+def test_two_processes_rebuilding_a_torn_index_share_one(tmp_path: Path) -> None:
+    # After a machine crash the unsynced index env is rebuilt on open. Two processes
+    # starting together (the server and the tlog CLI) both found it torn, and the second
+    # deleted the files the first had just rebuilt: the first went on alone with an
+    # unlinked index whose writes nobody else saw.
+    data = tmp_path / "data"
+    store = Store.open(data)
+    log = envelope_log(store)
+    for i in range(3):
+        submit(log, draft("a/0", bytes([i])))
+    store.close()
+    env = lmdb.open(str(data / "index"), max_dbs=16, subdir=True)
+    with env.begin(write=True) as txn:  # unclean, on another boot: torn
+        state = json.dumps({"boot": "another-boot", "open": 1}).encode()
+        txn.put(b"state", state, db=env.open_db(b"meta", txn=txn))
+    env.close()
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TORN_CHILD, str(data), str(barrier), me],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for me in ("one", "two")
+    ]
+    answers = [child.communicate(timeout=120) for child in children]
+    for child, (out, err) in zip(children, answers, strict=True):
+        assert child.returncode == 0, err
+        assert out.splitlines() == ["['seen-by-one', 'seen-by-two']", "[(1, 0), (2, 1), (3, 2)]"]
