@@ -245,18 +245,18 @@ class Storage:
 
     # -- transactions -------------------------------------------------------------
 
-    @contextmanager
-    def read(self) -> Iterator[Txn]:
-        """Yield a read-only transaction on the log env with zero-copy buffers (valid only
-        inside the block)."""
-        with self.env.begin(buffers=True) as txn:
-            yield txn
+    def read(self) -> Txn:
+        """Return a read-only transaction on the log env with zero-copy buffers, to be
+        used as ``with storage.read() as txn:`` (the block's end ends it; its buffers are
+        valid only inside the block).
 
-    @contextmanager
-    def read_index(self) -> Iterator[Txn]:
-        """Yield a read-only transaction on the index env."""
-        with self.ienv.begin(buffers=True) as txn:
-            yield txn
+        The transaction is its own context manager: a generator-based one would add a few
+        microseconds to every read, a tenth of an inclusion proof's time."""
+        return self.env.begin(buffers=True)
+
+    def read_index(self) -> Txn:
+        """Return a read-only transaction on the index env, used like ``read()``."""
+        return self.ienv.begin(buffers=True)
 
     @contextmanager
     def write(self) -> Iterator[WriteTxn]:
