@@ -439,8 +439,7 @@ class Log:
         if self.kind == ENVELOPE:
             while True:
                 with storage.write_index() as itxn:
-                    # Holding the write lock, a new read sees the last commit of anyone.
-                    done = storage.indexed_size(self.log_id)
+                    done = storage.indexed_size(self.log_id, itxn)
                     if done >= self._size:
                         self._check_index_extent(done, "index")
                         break

@@ -38,9 +38,11 @@ partial tile's record is replaced by a longer one holding the same prefix).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
+import os
 import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -184,9 +186,27 @@ class Storage:
         first had just rebuilt and opened, leaving it alone with an unlinked index that
         nobody else sees.
         """
-        with open(self.path / "index.lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        path = self.path / "index.lock"
+        try:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                # Created by another user (root running the CLI once, say): flock needs
+                # no write access, so a read-only descriptor locks it just as well.
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+            except OSError:
+                os.close(fd)
+                raise
+        except OSError as exc:
+            raise StorageError(f"cannot lock {path}: {exc.strerror or exc}") from exc
+        try:
             return self._open_index_locked()
+        finally:
+            os.close(fd)
 
     def _open_index_locked(self) -> bool:
         ipath = self.path / "index"
@@ -389,8 +409,12 @@ class Storage:
             self._dbs[log_id] = found
         return found
 
-    def indexed_size(self, log_id: int) -> int:
-        """Return how many leaves of the log the index env covers."""
+    def indexed_size(self, log_id: int, itxn: Txn | None = None) -> int:
+        """Return how many leaves of the log the index env covers, as seen by ``itxn``
+        (an index env transaction) or else by a new read transaction."""
+        if itxn is not None:
+            raw = itxn.get(f"indexed/{log_id}".encode(), db=self._imeta)
+            return 0 if raw is None else int(raw)
         with self.ienv.begin(db=self._imeta) as txn:
             raw = txn.get(f"indexed/{log_id}".encode())
         return 0 if raw is None else int(raw)

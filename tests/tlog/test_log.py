@@ -1034,3 +1034,12 @@ def test_two_processes_rebuilding_a_torn_index_share_one(tmp_path: Path) -> None
     for child, (out, err) in zip(children, answers, strict=True):
         assert child.returncode == 0, err
         assert out.splitlines() == ["['seen-by-one', 'seen-by-two']", "[(1, 0), (2, 1), (3, 2)]"]
+
+
+def test_an_index_lock_that_cannot_be_taken_is_a_storage_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    Store.open(data).close()
+    (data / "index.lock").unlink()
+    (data / "index.lock").mkdir()  # not a file: cannot be opened, let alone locked
+    with pytest.raises(StorageError, match=r"cannot lock .*index\.lock"):
+        Store.open(data)
