@@ -872,6 +872,27 @@ def test_tessera_log_signed_checkpoints_byte_for_byte(tmp_path: Path) -> None:
         store.close()
 
 
+def run_pair(tmp_path: Path, script: str, data: Path, *extra: str) -> list[str]:
+    """Run ``python -c script DATA BARRIER ME *extra`` as two processes at once, ME being
+    "one" and "two" (they meet at the BARRIER directory); return each one's stdout.
+    Fails the test if either exits non-zero."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(data), str(barrier), me, *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for me in ("one", "two")
+    ]
+    answers = [child.communicate(timeout=120) for child in children]
+    for child, (_, err) in zip(children, answers, strict=True):
+        assert child.returncode == 0, err
+    return [out for out, _ in answers]
+
+
 _CATCH_UP_CHILD = """
 import sys, time
 from pathlib import Path
@@ -889,7 +910,10 @@ def late(self):
 
 storage.Storage.write_index = late
 (barrier / me).touch()
+deadline = time.monotonic() + 30
 while len(list(barrier.iterdir())) < 2:
+    if time.monotonic() > deadline:
+        sys.exit(f"{me}: the other process never started")
     time.sleep(0.005)
 s = Store.open(data)
 log = s.log("gurukul")
@@ -917,29 +941,8 @@ def test_two_processes_catching_up_one_index_write_each_version_once(tmp_path: P
         txn.put(f"indexed/{log_id}".encode(), b"0", db=meta)
         txn.put(f"hashed/{log_id}".encode(), b"0", db=meta)
     env.close()
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    last = outcomes[-1]
-    children = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _CATCH_UP_CHILD,
-                str(data),
-                str(barrier),
-                me,
-                last.leaf_hash.hex(),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for me in ("one", "two")
-    ]
-    answers = [child.communicate(timeout=120) for child in children]
-    for child, (out, err) in zip(children, answers, strict=True):
-        assert child.returncode == 0, err
+    outs = run_pair(tmp_path, _CATCH_UP_CHILD, data, outcomes[-1].leaf_hash.hex())
+    for out in outs:
         assert out.split("\n")[0] == "[(1, 0), (2, 2), (3, 4)] [(1, 1), (2, 3), (3, 5)] 5"
 
 
@@ -1019,20 +1022,7 @@ def test_two_processes_rebuilding_a_torn_index_share_one(tmp_path: Path) -> None
         state = json.dumps({"boot": "another-boot", "open": 1}).encode()
         txn.put(b"state", state, db=env.open_db(b"meta", txn=txn))
     env.close()
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _TORN_CHILD, str(data), str(barrier), me],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for me in ("one", "two")
-    ]
-    answers = [child.communicate(timeout=120) for child in children]
-    for child, (out, err) in zip(children, answers, strict=True):
-        assert child.returncode == 0, err
+    for out in run_pair(tmp_path, _TORN_CHILD, data):
         assert out.splitlines() == ["['seen-by-one', 'seen-by-two']", "[(1, 0), (2, 1), (3, 2)]"]
 
 
