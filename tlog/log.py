@@ -671,7 +671,7 @@ class Log:
         envelopes = self.kind == ENVELOPE
         if envelopes:
             itxn = wtxn.index
-            indexed = self.store.storage.indexed_size(self.log_id)
+            indexed = self.store.storage.indexed_size(self.log_id, itxn)
             if indexed < size:
                 # An earlier batch's index commit failed after its durable log commit:
                 # index its versions first, or the version lookups below would miss them.

@@ -412,11 +412,10 @@ class Storage:
     def indexed_size(self, log_id: int, itxn: Txn | None = None) -> int:
         """Return how many leaves of the log the index env covers, as seen by ``itxn``
         (an index env transaction) or else by a new read transaction."""
-        if itxn is not None:
-            raw = itxn.get(f"indexed/{log_id}".encode(), db=self._imeta)
-            return 0 if raw is None else int(raw)
-        with self.ienv.begin(db=self._imeta) as txn:
-            raw = txn.get(f"indexed/{log_id}".encode())
+        if itxn is None:
+            with self.ienv.begin() as txn:
+                return self.indexed_size(log_id, txn)
+        raw = itxn.get(f"indexed/{log_id}".encode(), db=self._imeta)
         return 0 if raw is None else int(raw)
 
     def hashed_size(self, log_id: int) -> int:
