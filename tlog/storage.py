@@ -760,12 +760,19 @@ class TxnHashReader:
         out = []
         records = self._records
         for level, index in nodes:
-            tile_level, row = divmod(level, 8)
-            shift = 8 - row
+            tile_level, shift, base, mask = _PLACE[level]
             key = (tile_level, index >> shift)
             rec = records.get(key)
             if rec is None:
                 rec = self._record(*key)
-            offset = ROW_OFFSETS[row] + (index & ((1 << shift) - 1)) * 32
+            offset = base + (index & mask) * 32
             out.append(bytes(rec[offset : offset + 32]))
         return out
+
+
+_PLACE: tuple[tuple[int, int, int, int], ...] = tuple(
+    (level >> 3, 8 - (level & 7), ROW_OFFSETS[level & 7], (1 << (8 - (level & 7))) - 1)
+    for level in range(64)
+)
+"""Per node level: (tile level, shift from node index to tile index, byte offset of the
+node's row in the record, mask of its position in the row); tlog.tree.locate in tables."""

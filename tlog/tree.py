@@ -281,17 +281,22 @@ class ProofBuilder:
         for slot, h in zip(slots, hashes, strict=False):
             out[slot] = h
         pos = len(nodes)
-        if len(memo) > 65536:
-            memo.clear()
         for (rng, places), plan in zip(ragged.items(), plans, strict=True):
             folded = fold_range(hashes[pos : pos + len(plan)])
             pos += len(plan)
-            memo[rng] = folded
+            self._remember(rng, folded)
             for slot in places:
                 out[slot] = folded
         if any(h is None for h in out):
             raise AssertionError("bad math: a range hash was not computed")
         return [h for h in out if h is not None]
+
+    def _remember(self, rng: tuple[int, int], folded: bytes) -> None:
+        """Memoise the MTH of a ragged range, emptying the memo once it holds 65,536
+        (about 6 MiB), so that a long-lived log's memo stays bounded."""
+        if len(self._memo) >= 65536:
+            self._memo.clear()
+        self._memo[rng] = folded
 
     def root(self, size: int) -> bytes:
         """Return MTH(D[size]) (RFC 6962 §2.1); the empty-tree hash for size 0."""
@@ -300,8 +305,43 @@ class ProofBuilder:
         return self.range_hashes([(0, size)])[0]
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        """Return PATH(index, D[size]) (RFC 6962 §2.1.1). Requires 0 <= index < size."""
-        return self.range_hashes(inclusion_ranges(index, size))
+        """Return PATH(index, D[size]) (RFC 6962 §2.1.1). Requires 0 <= index < size.
+
+        The path bottom-up, by bit arithmetic rather than the walk of inclusion_ranges:
+        at each level below the root, the sibling of the subtree holding the leaf is
+        node ``(level, (index >> level) ^ 1)``, dropped when it starts at or beyond
+        size. Every sibling is a complete stored node except at most one, the one
+        right of the leaf that holds the tree's last leaf (above it the leaf's subtree
+        reaches the end, so every later sibling is left of it and complete); that one
+        is a ragged range, folded and memoised like any other.
+        """
+        if not 0 <= index < size:
+            raise AssertionError(f"bad math: inclusion proof of index {index} in size {size}")
+        nodes: list[Node] = []
+        ragged_at = -1
+        ragged_lo = 0
+        level = 0
+        while (1 << level) < size:
+            sibling = (index >> level) ^ 1
+            lo = sibling << level
+            if lo < size:
+                if lo + (1 << level) <= size:
+                    nodes.append((level, sibling))
+                else:
+                    ragged_at, ragged_lo = len(nodes), lo
+            level += 1
+        if ragged_at < 0:
+            return self._reader.read_hashes(nodes) if nodes else []
+        # The ragged sibling: memoised, or its subtrees read in the same batch.
+        folded = self._memo.get((ragged_lo, size))
+        plan = [] if folded is not None else range_nodes(ragged_lo, size)
+        proof = self._reader.read_hashes(nodes + plan)
+        if folded is None:
+            folded = fold_range(proof[len(nodes) :])
+            del proof[len(nodes) :]
+            self._remember((ragged_lo, size), folded)
+        proof.insert(ragged_at, folded)
+        return proof
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         """Return PROOF(old, D[new]) (RFC 6962 §2.1.2). Requires 0 <= old <= new."""
