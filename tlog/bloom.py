@@ -16,13 +16,21 @@ writer's time per entry (docs/benchmarks.md).
 
 Leaf hashes are SHA-256 outputs, so their bytes are uniform and independent: bytes 0-7
 choose the word, bytes 8-11 the four bits in it; no further hashing is needed.
+
+The words live in an anonymous memory map the kernel is asked to back with transparent
+huge pages (``MADV_HUGEPAGE``; where it declines, or the platform has no such advice,
+ordinary pages serve). With 4 KiB pages each probe of the 32 MiB filter also misses the
+TLB, and in a virtual machine that page walk is two-dimensional: on the reference
+machine a probe cost 800-920 ns with 4 KiB pages, 485-525 ns with huge pages and
+335-375 ns on a filter that fits in cache (docs/benchmarks.md). The map is also zeroed
+by the kernel on first touch, not written by us up front.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 import threading
-from array import array
 from collections.abc import Iterable
 
 __all__ = ["Bloom"]
@@ -48,7 +56,7 @@ class Bloom:
             raise ValueError("a blocked Bloom filter needs at least one 64-bit word")
         words = 1 << (bits_log2 - 6)
         self._mask = words - 1
-        self._words = array("Q", (0,)) * words
+        self._words = _zeroed_words(words)
         self._lock = threading.Lock()
 
     def add(self, digest: bytes) -> None:
@@ -69,3 +77,17 @@ class Bloom:
         bits: int = _BIT[a] | _BIT[b] | _BIT[c] | _BIT[d]
         word: int = self._words[w & self._mask]
         return word & bits == bits
+
+
+def _zeroed_words(count: int) -> memoryview:
+    """Return ``count`` zeroed 64-bit words in an anonymous private map, advised to use
+    transparent huge pages where the platform knows the advice (Linux ``madvise(2)``;
+    its answer is not checked: advice that is refused leaves ordinary pages)."""
+    area = mmap.mmap(-1, count * 8, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is not None:
+        try:
+            area.madvise(advice)
+        except OSError:
+            pass  # e.g. a kernel built without THP: ordinary pages it is
+    return memoryview(area).cast("Q")
