@@ -422,7 +422,6 @@ class Log:
         # it, which held the GIL for ~200 ms on the first batch after every start.)
         self._bloom = Bloom() if self.dedup else None
         self._bloom_built = False
-        self._bloom_stale = False  # leaves appended by another process: never trust it
         self._bloom_ready = self._size == 0  # an empty filter is complete for an empty log
         self._catch_up_index()
 
@@ -686,7 +685,7 @@ class Log:
         versions: list[tuple[str, int, int]] = []
         bodies: list[tuple[int, bytes]] = []
         bloom = self._bloom
-        if not self._bloom_ready and self._bloom_built and not self._bloom_stale:
+        if not self._bloom_ready and self._bloom_built:
             self._bloom_ready = True
         leaves: list[bytes] = []
         hashes: list[bytes] = []
@@ -900,9 +899,14 @@ class Log:
                 adopted.setdefault(h, i)
             self._unindexed[first] = adopted
             self.store._index_later(self, first, hashes)
-        # Leaves appended elsewhere are not in our dedup filter: look up exactly from now on.
-        self._bloom_stale = True
-        self._bloom_ready = False
+        # Into our dedup filter too. If the indexer thread is still filling it from the
+        # stored tiles, it read our size either before this reload (then it adds up to
+        # `first` and we add the rest) or after (then it adds these too): either way the
+        # filter ends up holding every stored leaf. (Until 2026-11-29 the filter was
+        # dropped instead, and every later leaf was looked up exactly: one seek per
+        # generation of the hash index.)
+        if self._bloom is not None and hashes:
+            self._bloom.add_many(hashes)
 
     def _commit(self) -> None:
         """The batch is durable: adopt its state and keep only right-edge tile records;

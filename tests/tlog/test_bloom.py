@@ -99,14 +99,15 @@ def test_bloom_loses_no_bit_when_two_threads_add() -> None:
 
     for _ in range(5):
         bloom = Bloom(bits_log2=6)
-        bloom._words = _SlowWords(bloom._words)  # type: ignore[assignment]
+        words = bloom._words
+        bloom._words = _SlowWords(words)  # type: ignore[assignment]
         halves = [[one_bit(b) for b in range(32)], [one_bit(b) for b in range(32, 64)]]
         threads = [threading.Thread(target=bloom.add_many, args=(hs,)) for hs in halves]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert bloom._words.words[0] == (1 << 64) - 1
+        assert words[0] == (1 << 64) - 1
         assert all(h in bloom for hs in halves for h in hs)
 
 
@@ -133,7 +134,7 @@ def test_dedup_across_restart_with_and_without_the_filter(tmp_path: Path) -> Non
     store.close()
 
 
-def test_filter_is_never_trusted_after_another_process_appended(tmp_path: Path) -> None:
+def test_filter_adopts_the_leaves_another_process_appended(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
     log = store.create_log("t", "bucket.example/logs/t")
     log.append_many([os.urandom(40) for _ in range(300)])
@@ -147,10 +148,11 @@ def test_filter_is_never_trusted_after_another_process_appended(tmp_path: Path) 
         # Another process (as the tlog CLI does) appends a leaf this process never saw.
         other = b"appended by another process"
         assert append_elsewhere(tmp_path, other) == 300
-        # The writer adopts the other process's leaf, which its filter lacks: it must look
-        # up exactly from then on, or the leaf would be appended a second time.
+        # The writer adopts the other process's leaf into its filter as well (otherwise,
+        # trusting the filter, it would append that leaf a second time).
         assert log.append_many([other, b"new"]).indexes == [300, 301]
-        assert not log._bloom_ready
+        assert log._bloom_ready and log._bloom is not None
+        assert leaf_hash(other) in log._bloom
         assert log.append_many([other]).indexes == [300]
         assert log.size == 302
     finally:

@@ -27,6 +27,7 @@ import lmdb
 
 from tests.reference import mth_of_hashes
 from tlog.log import Store
+from tlog.storage import hash_key
 from verifier.checkpoint import open_checkpoint
 from verifier.hashing import leaf_hash
 from verifier.note import parse_vkey
@@ -121,7 +122,7 @@ def simulate_machine_crash(d: DirState) -> None:
     env = lmdb.open(str(d.path / "index"), max_dbs=16, subdir=True)
     try:
         meta = env.open_db(b"meta")
-        hashes = env.open_db(f"{d.log_id}/hashes".encode())
+        hashes = env.open_db(f"{d.log_id}/hashgen".encode(), dupsort=True, dupfixed=True)
         with env.begin(write=True) as txn:
             txn.put(
                 b"state", json.dumps({"boot": "another-boot", "clean": False}).encode(), db=meta
@@ -129,8 +130,10 @@ def simulate_machine_crash(d: DirState) -> None:
             if len(d.leaves) >= 2:
                 # A lie: the first leaf is said to be at the last index; the second is gone.
                 last = (len(d.leaves) - 1).to_bytes(8, "big")
-                txn.put(leaf_hash(d.leaves[0]), last, db=hashes)
-                txn.delete(leaf_hash(d.leaves[1]), db=hashes)
+                first_key = hash_key(0, leaf_hash(d.leaves[0]))
+                txn.delete(first_key, db=hashes)  # (the index may not have got that far)
+                txn.put(first_key, last, db=hashes)
+                txn.delete(hash_key(1, leaf_hash(d.leaves[1])), db=hashes)
     finally:
         env.close()
 

@@ -8,11 +8,13 @@ import os
 import signal
 from pathlib import Path
 
+import lmdb
 import pytest
 
 import tlog.indexer
 import tlog.log
 from tlog import storage as st
+from tlog.errors import NotFound
 from tlog.indexer import IndexProcess, serve
 from tlog.log import Store
 from tlog.storage import StorageError
@@ -150,3 +152,68 @@ def test_a_batch_larger_than_one_request_is_indexed_whole(
         assert log.index_of(leaf_hash(leaves[999])) == 999
     finally:
         store.close()
+
+
+def test_lookups_and_dedup_span_every_generation_of_the_hash_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Generations of 2**8 leaves (one tile each) instead of 2**18, indexed in this process
+    # so that the smaller size applies to the indexer too.
+    monkeypatch.setattr(tlog.log, "INDEX_PROCESS", False)
+    monkeypatch.setattr(st, "GENERATION_BITS", 8)
+    store = Store.open(tmp_path)
+    log = store.create_log("t", "bucket.example/logs/t")
+    leaves = _leaves(1500, b"g")  # generations 0..5, the last one partial
+    for k in range(0, 1500, 400):  # batches that cross generation boundaries
+        log.append_many(leaves[k : k + 400])
+    store._index_queue_drain()
+    assert log._unindexed == {} and store.storage.hashed_size(log.log_id) == 1500
+    with store.storage.read_index() as itxn:
+        keys = [bytes(k) for k, _ in itxn.cursor(log.dbs.hashes)]
+    assert len(keys) == 1500
+    assert sorted({int.from_bytes(k[:4], "big") for k in keys}) == [0, 1, 2, 3, 4, 5]
+    for i in (0, 255, 256, 511, 512, 1023, 1024, 1280, 1499):
+        assert log.index_of(leaf_hash(leaves[i])) == i
+        assert keys.count(st.hash_key(i, leaf_hash(leaves[i]))) == 1
+    with pytest.raises(NotFound):
+        log.index_of(leaf_hash(b"never appended"))
+    # The Bloom filter says "maybe" for every leaf it holds; exact lookups in every
+    # generation then find the earlier index, old or new.
+    assert log.append_many([leaves[3], leaves[1400], b"fresh"]).indexes == [3, 1400, 1500]
+    store.close()
+
+
+def test_an_index_of_the_layout_before_generations_is_dropped_and_rebuilt(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path)
+    log = store.create_log("t", "bucket.example/logs/t")
+    leaves = _leaves(600, b"o")
+    log.append_many(leaves)
+    log_id = log.log_id
+    store.close()
+    # What an older version left: prefix-keyed hashes8 and its progress record, and (as
+    # if it were that version's only index) no hashgen index at all.
+    env = lmdb.open(str(tmp_path / "index"), max_dbs=16, subdir=True)
+    with env.begin(write=True) as txn:
+        old = env.open_db(f"{log_id}/hashes8".encode(), txn=txn, dupsort=True, dupfixed=True)
+        for i, leaf in enumerate(leaves):
+            txn.put(leaf_hash(leaf)[:8], i.to_bytes(8, "big"), db=old)
+        meta = env.open_db(b"meta", txn=txn)
+        txn.put(f"hashed/{log_id}".encode(), b"600", db=meta)
+        txn.drop(env.open_db(f"{log_id}/hashgen".encode(), txn=txn), delete=True)
+        txn.delete(f"hashgen/{log_id}".encode(), db=meta)
+    env.close()
+    store = Store.open(tmp_path)
+    try:
+        log = store.log("t")
+        assert store.storage.hashed_size(log_id) == 600  # caught up on open
+        assert [log.index_of(leaf_hash(x)) for x in leaves[::50]] == list(range(0, 600, 50))
+        assert log.append_many([leaves[7], b"new"]).indexes == [7, 600]
+    finally:
+        store.close()
+    env = lmdb.open(str(tmp_path / "index"), max_dbs=16, subdir=True)
+    with env.begin() as txn:
+        assert txn.get(f"{log_id}/hashes8".encode()) is None
+        assert txn.get(f"hashed/{log_id}".encode(), db=env.open_db(b"meta", txn=txn)) is None
+    env.close()

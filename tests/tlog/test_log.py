@@ -938,11 +938,11 @@ def test_two_processes_catching_up_one_index_write_each_version_once(tmp_path: P
     store.close()
     env = lmdb.open(str(data / "index"), max_dbs=16, subdir=True)
     with env.begin(write=True) as txn:  # the index as if its commits had been lost
-        for name in ("artifacts", "hashes8"):
+        for name in ("artifacts", "hashgen"):
             txn.drop(env.open_db(f"{log_id}/{name}".encode(), txn=txn), delete=False)
         meta = env.open_db(b"meta", txn=txn)
         txn.put(f"indexed/{log_id}".encode(), b"0", db=meta)
-        txn.put(f"hashed/{log_id}".encode(), b"0", db=meta)
+        txn.put(f"hashgen/{log_id}".encode(), b"0", db=meta)
     env.close()
     outs = run_pair(tmp_path, _CATCH_UP_CHILD, data, outcomes[-1].leaf_hash.hex())
     for out in outs:
