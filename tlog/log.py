@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tlog import storage as st
-from tlog.bloom import Bloom
+from tlog.bloom import Bloom, GenerationFilters
 from tlog.entry import (
     MAX_LEAF_BYTES,
     Envelope,
@@ -421,6 +421,9 @@ class Log:
         # the one live filter keeps the writer from OR-ing a 32 MiB start-up filter into
         # it, which held the GIL for ~200 ms on the first batch after every start.)
         self._bloom = Bloom() if self.dedup else None
+        # Filled with _bloom, trusted with it: which generations of the hash index to
+        # seek when _bloom says "maybe" (or index_of is asked).
+        self._gens = GenerationFilters(st.GENERATION_BITS) if self.dedup else None
         self._bloom_built = False
         self._bloom_ready = self._size == 0  # an empty filter is complete for an empty log
         self._catch_up_index()
@@ -489,8 +492,8 @@ class Log:
 
         Raises StorageError if a level-0 tile record is missing.
         """
-        bloom = self._bloom
-        if bloom is None or self._bloom_ready:
+        bloom, gens = self._bloom, self._gens
+        if bloom is None or gens is None or self._bloom_ready:
             return
         size = self._size  # later hashes are the writer's: it adds each at commit
         with self.store.storage.read() as txn:
@@ -499,8 +502,17 @@ class Log:
                 if record is None:
                     raise StorageError(f"log {self.name}: tile record 0/{tile} is missing")
                 width = min(TILE_WIDTH, size - tile * TILE_WIDTH)
-                bloom.add_many(record[32 * i : 32 * i + 32] for i in range(width))
+                hashes = [record[32 * i : 32 * i + 32] for i in range(width)]
+                bloom.add_many(hashes)
+                gens.add_many(tile * TILE_WIDTH, hashes)
         self._bloom_built = True
+
+    def _candidate_gens(self, h: bytes) -> list[int] | None:
+        """Return the hash-index generations that may hold h, or None (seek them all)
+        while the filters are not complete or the log has none."""
+        if self._gens is None or not self._bloom_ready:
+            return None
+        return self._gens.candidates(h)
 
     # -- state ----------------------------------------------------------------------
 
@@ -777,7 +789,9 @@ class Log:
                     # this hash (and dropped it from _unindexed) a moment ago.
                     with self.store.storage.read_index() as reader:
                         try:
-                            earlier = st.find_leaf_hash(reader, txn, dbs, h)
+                            earlier = st.find_leaf_hash(
+                                reader, txn, dbs, h, self._candidate_gens(h)
+                            )
                         except NotFound:
                             pass
                 if earlier is not None:
@@ -905,16 +919,18 @@ class Log:
         # filter ends up holding every stored leaf. (Until 2026-11-29 the filter was
         # dropped instead, and every later leaf was looked up exactly: one seek per
         # generation of the hash index.)
-        if self._bloom is not None and hashes:
+        if self._bloom is not None and self._gens is not None and hashes:
             self._bloom.add_many(hashes)
+            self._gens.add_many(first, hashes)
 
     def _commit(self) -> None:
         """The batch is durable: adopt its state and keep only right-edge tile records;
         hand the new leaf hashes to the indexer thread."""
         if self._pending:
             first = self._size
-            if self._bloom is not None:
+            if self._bloom is not None and self._gens is not None:
                 self._bloom.add_many(self._new_hashes)
+                self._gens.add_many(first, self._new_hashes)
             self._unindexed[first] = dict(
                 zip(self._new_hashes, range(first, self._next[0]), strict=True)
             )
@@ -990,7 +1006,9 @@ class Log:
         index = self._unindexed_index(leaf_hash_)
         if index is None:
             with self.store.storage.read_index() as itxn, self.store.storage.read() as txn:
-                index = st.find_leaf_hash(itxn, txn, self.dbs, leaf_hash_)
+                index = st.find_leaf_hash(
+                    itxn, txn, self.dbs, leaf_hash_, self._candidate_gens(leaf_hash_)
+                )
         if index >= self._size:
             raise NotFound("no entry with that leaf hash")
         return index

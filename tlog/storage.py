@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -607,23 +608,26 @@ def leaf_hash_at(txn: Txn, dbs: LogDBs, index: int) -> bytes | None:
     return bytes(record[offset : offset + 32])
 
 
-def find_leaf_hash(itxn: Txn, txn: Txn, dbs: LogDBs, leaf_hash: bytes) -> int:
+def find_leaf_hash(
+    itxn: Txn, txn: Txn, dbs: LogDBs, leaf_hash: bytes, gens: Sequence[int] | None = None
+) -> int:
     """Return the index of the first leaf with this hash. Raises NotFound.
 
     ``itxn`` reads the index env, ``txn`` the log env (to confirm the full hash). One
-    seek per generation, oldest first, until one holds the hash.
+    seek per generation, oldest first, until one holds the hash: every generation, or
+    only ``gens`` (ascending; e.g. those whose tlog.bloom.GenerationFilters say maybe).
     """
     cursor = itxn.cursor(dbs.hashes)
     prefix = leaf_hash[:8]
-    gen = 0
-    while cursor.set_range(_GEN.pack(gen) + prefix):
+    for gen in itertools.count() if gens is None else gens:
+        if not cursor.set_range(_GEN.pack(gen) + prefix):
+            break  # beyond the last key: no later generation either
         key = cursor.key()
         if key[4:] == prefix and _GEN.unpack_from(key)[0] == gen:
             for raw in cursor.iternext_dup():
                 index = int(_U64.unpack(raw)[0])
                 if leaf_hash_at(txn, dbs, index) == leaf_hash:
                     return index
-        gen += 1
     raise NotFound("no entry with that leaf hash")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tlog.bloom import Bloom
+from tlog.bloom import Bloom, GenerationFilters
 from tlog.log import Store
 from verifier.hashing import leaf_hash
 
@@ -71,6 +71,23 @@ def test_bloom_needs_a_whole_word() -> None:
     assert Bloom(bits_log2=6).__contains__(bytes(32)) is False
     with pytest.raises(ValueError):
         Bloom(bits_log2=5)
+
+
+def test_generation_filters_name_every_generation_that_holds_a_hash() -> None:
+    gens = GenerationFilters(generation_bits=8, bits_log2=12)
+    digests = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(1000)]
+    gens.add_many(0, digests[:100])
+    gens.add_many(100, digests[100:700])  # crosses the boundaries at 256 and 512
+    gens.add_many(700, digests[700:])
+    for i in range(1000):
+        assert i >> 8 in gens.candidates(digests[i])
+    assert gens.candidates(digests[600]) == sorted(gens.candidates(digests[600]))
+    # A hash held nowhere is named by few generations (the four filters are a quarter full).
+    absent = [hashlib.sha256(b"z" + i.to_bytes(4, "big")).digest() for i in range(2000)]
+    assert sum(len(gens.candidates(h)) for h in absent) < 0.05 * 4 * len(absent)
+    # The same hash at two indexes (an envelope log may hold it twice): both named.
+    gens.add_many(1000, [digests[3]])
+    assert gens.candidates(digests[3])[0] == 0 and 3 in gens.candidates(digests[3])
 
 
 class _SlowWords:
