@@ -7,7 +7,10 @@ writer's process, that work also competes with the writer for the GIL (py-lmdb r
 and re-takes it around every single put), and the append rate fell by a quarter
 between 10^5 and 10^7 entries. This process does it beside the writer instead, on its
 own interpreter (and core): the writer's process only tells it how far each log is
-committed, and it reads the hashes from the durable level-0 tile records itself.
+committed, and it reads the hashes from the durable level-0 tile records itself. (Since
+2026-11-29 the keys also start with the leaf's generation, tlog.storage.GENERATION_BITS,
+so inserts reach only the newest generation's pages and that cost no longer grows with
+the log.)
 
 The protocol, one line each way per request, over the child's stdin and stdout:
 
