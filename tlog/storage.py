@@ -42,7 +42,8 @@ generation.
 Every write happens in one write transaction per batch, committed with fsync
 (``sync=True``): either all of a batch is on disk or none of it is. Nothing here
 deletes or overwrites a leaf, a hash or a checkpoint; tile records only grow (a
-partial tile's record is replaced by a longer one holding the same prefix).
+partial tile's record is replaced by a longer one holding the same prefix). (The index
+env is derived: a leaf-hash index of an older layout is dropped, and a torn one rebuilt.)
 """
 
 from __future__ import annotations
@@ -85,7 +86,12 @@ _GEN = struct.Struct(">I")
 
 GENERATION_BITS = 18
 """Leaves per leaf-hash index generation: 2**18 = 262,144. Smaller makes inserts cheaper
-and lookups dearer (one seek per generation: 39 at 10^7 leaves)."""
+and lookups dearer (one seek per generation: 39 at 10^7 leaves). Part of the on-disk
+format: the index database and its progress record are named after it, so a build with
+another value starts a new index (caught up from the tiles on open) rather than misread
+this one. At least 8: index_hashes_upto takes a tile of 256 leaves to lie in one
+generation."""
+assert GENERATION_BITS >= 8
 _TILE_KEY = struct.Struct(">BQ")
 
 Txn = lmdb.Transaction
@@ -417,7 +423,9 @@ class Storage:
                 for part in (b"leaves", b"tiles", b"checkpoints", b"bodies", b"idempotency")
             ]
             index = [
-                self.ienv.open_db(prefix + b"hashgen", create=True, dupsort=True, dupfixed=True),
+                self.ienv.open_db(
+                    prefix + hash_db_name(), create=True, dupsort=True, dupfixed=True
+                ),
                 self.ienv.open_db(prefix + b"artifacts", create=True),
             ]
             found = LogDBs(*main, *index)
@@ -437,6 +445,13 @@ class Storage:
             if txn.get(old) is None:  # named databases are keys of the main database
                 return
         with self.ienv.begin(write=True) as itxn:
+            raw = itxn.get(b"state", db=self._imeta)
+            state = json.loads(raw) if raw else {}
+            if state.get("boot") == _boot_id() and _openers(state) > 1:
+                # Another process has the index open, perhaps a version that still uses
+                # hashes8: its handle would go stale and its lookups would find nothing.
+                # The next open with nobody else around drops it.
+                return
             try:
                 db = self.ienv.open_db(old, txn=itxn, create=False)
             except lmdb.NotFoundError:
@@ -522,10 +537,16 @@ def iter_leaves(txn: Txn, dbs: LogDBs, start: int, stop: int) -> Iterator[bytes]
         raise StorageError(f"leaf {expected} is missing from the store")
 
 
+def hash_db_name() -> bytes:
+    """Return the name (after ``<id>/``) of a log's leaf-hash index database:
+    ``hashgen<GENERATION_BITS>``."""
+    return f"hashgen{GENERATION_BITS}".encode()
+
+
 def _hashed_key(log_id: int) -> bytes:
-    """Return the index env meta key recording how far a log's leaf hashes are indexed
-    (named for the ``hashgen`` layout: an index of an older layout counts as empty)."""
-    return f"hashgen/{log_id}".encode()
+    """Return the index env meta key recording how far a log's leaf hashes are indexed,
+    named like the database (an index of another layout counts as empty)."""
+    return f"hashgen{GENERATION_BITS}/{log_id}".encode()
 
 
 def hash_key(index: int, leaf_hash: bytes) -> bytes:

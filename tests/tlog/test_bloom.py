@@ -81,7 +81,6 @@ def test_generation_filters_name_every_generation_that_holds_a_hash() -> None:
     gens.add_many(700, digests[700:])
     for i in range(1000):
         assert i >> 8 in gens.candidates(digests[i])
-    assert gens.candidates(digests[600]) == sorted(gens.candidates(digests[600]))
     # A hash held nowhere is named by few generations (the four filters are a quarter full).
     absent = [hashlib.sha256(b"z" + i.to_bytes(4, "big")).digest() for i in range(2000)]
     assert sum(len(gens.candidates(h)) for h in absent) < 0.05 * 4 * len(absent)

@@ -27,7 +27,7 @@ import lmdb
 
 from tests.reference import mth_of_hashes
 from tlog.log import Store
-from tlog.storage import hash_key
+from tlog.storage import hash_db_name, hash_key
 from verifier.checkpoint import open_checkpoint
 from verifier.hashing import leaf_hash
 from verifier.note import parse_vkey
@@ -122,7 +122,7 @@ def simulate_machine_crash(d: DirState) -> None:
     env = lmdb.open(str(d.path / "index"), max_dbs=16, subdir=True)
     try:
         meta = env.open_db(b"meta")
-        hashes = env.open_db(f"{d.log_id}/hashgen".encode(), dupsort=True, dupfixed=True)
+        hashes = env.open_db(f"{d.log_id}/".encode() + hash_db_name(), dupsort=True, dupfixed=True)
         with env.begin(write=True) as txn:
             txn.put(
                 b"state", json.dumps({"boot": "another-boot", "clean": False}).encode(), db=meta

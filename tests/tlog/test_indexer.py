@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import lmdb
@@ -201,8 +203,8 @@ def test_an_index_of_the_layout_before_generations_is_dropped_and_rebuilt(
             txn.put(leaf_hash(leaf)[:8], i.to_bytes(8, "big"), db=old)
         meta = env.open_db(b"meta", txn=txn)
         txn.put(f"hashed/{log_id}".encode(), b"600", db=meta)
-        txn.drop(env.open_db(f"{log_id}/hashgen".encode(), txn=txn), delete=True)
-        txn.delete(f"hashgen/{log_id}".encode(), db=meta)
+        txn.drop(env.open_db(f"{log_id}/".encode() + st.hash_db_name(), txn=txn), delete=True)
+        txn.delete(f"hashgen{st.GENERATION_BITS}/{log_id}".encode(), db=meta)
     env.close()
     store = Store.open(tmp_path)
     try:
@@ -217,3 +219,126 @@ def test_an_index_of_the_layout_before_generations_is_dropped_and_rebuilt(
         assert txn.get(f"{log_id}/hashes8".encode()) is None
         assert txn.get(f"hashed/{log_id}".encode(), db=env.open_db(b"meta", txn=txn)) is None
     env.close()
+
+
+_HOLD_OPEN = """
+import sys
+from pathlib import Path
+from tlog.log import Store
+store = Store.open(Path(sys.argv[1]))
+print("open", flush=True)
+sys.stdin.read()
+store.close()
+"""
+
+
+def test_the_old_index_is_kept_while_another_process_has_the_index_open(
+    tmp_path: Path,
+) -> None:
+    # That process may be an older version still using hashes8: dropping the database
+    # under it would leave it a stale handle, whose lookups find nothing.
+    store = Store.open(tmp_path)
+    log_id = store.create_log("t", "bucket.example/logs/t").log_id
+    store.close()
+
+    def old_index_there() -> bool:
+        env = lmdb.open(str(tmp_path / "index"), max_dbs=16, subdir=True)
+        try:
+            with env.begin() as txn:
+                return txn.get(f"{log_id}/hashes8".encode()) is not None
+        finally:
+            env.close()
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_OPEN, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        # The old layout's index appears while that process has the env open (as if it
+        # were the older version that keeps it).
+        env = lmdb.open(str(tmp_path / "index"), max_dbs=16, subdir=True)
+        with env.begin(write=True) as txn:
+            old = env.open_db(f"{log_id}/hashes8".encode(), txn=txn, dupsort=True, dupfixed=True)
+            txn.put(b"12345678", bytes(8), db=old)
+        env.close()
+        Store.open(tmp_path).close()
+        assert old_index_there()
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+    Store.open(tmp_path).close()  # alone now
+    assert not old_index_there()
+
+
+def test_filters_filled_on_open_serve_every_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The per-generation filters of a reopened log are filled from the stored tiles by the
+    # indexer thread; once the writer trusts them, lookups seek only where they point.
+    monkeypatch.setattr(tlog.log, "INDEX_PROCESS", False)
+    monkeypatch.setattr(st, "GENERATION_BITS", 8)
+    leaves = _leaves(1500, b"r")
+    store = Store.open(tmp_path)
+    store.create_log("t", "bucket.example/logs/t").append_many(leaves)
+    store.close()
+    store = Store.open(tmp_path)
+    try:
+        log = store.log("t")
+        store._index_queue_drain()  # the filters are filled (the indexer thread did it)
+        assert log._bloom_built
+        assert log.append_many([b"first batch"]).indexes == [1500]  # now trusted
+        assert log._bloom_ready
+        for i in (0, 300, 700, 1000, 1499):
+            assert log.index_of(leaf_hash(leaves[i])) == i
+        assert log.append_many([leaves[300], leaves[1499], b"other"]).indexes == [
+            300,
+            1499,
+            1501,
+        ]
+    finally:
+        store.close()
+
+
+_APPEND_MANY = """
+import sys
+from pathlib import Path
+from tlog.log import Store
+store = Store.open(Path(sys.argv[1]))
+leaves = [sys.argv[2].encode() + i.to_bytes(4, "big") for i in range(int(sys.argv[3]))]
+print(store.log("t").append_many(leaves).indexes[0], flush=True)
+store.close()
+"""
+
+
+def test_leaves_another_process_appended_across_generations_are_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tlog.log, "INDEX_PROCESS", False)
+    monkeypatch.setattr(st, "GENERATION_BITS", 8)
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("t", "bucket.example/logs/t")
+        log.append_many(_leaves(200, b"m"))
+        store._index_queue_drain()
+        # Another process appends 400 leaves, 200..599: generations 0, 1 and 2 here.
+        out = subprocess.run(
+            [sys.executable, "-c", _APPEND_MANY, str(tmp_path), "x", "400"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert int(out.stdout) == 200
+        theirs = [b"x" + i.to_bytes(4, "big") for i in range(400)]
+        assert log.append_many([b"mine"]).indexes == [600]  # adopts 200..599
+        store._index_queue_drain()
+        assert log._unindexed == {}
+        for k in (0, 55, 56, 311, 312, 399):
+            assert log.index_of(leaf_hash(theirs[k])) == 200 + k
+        assert log.append_many([theirs[350], theirs[10]]).indexes == [550, 210]
+    finally:
+        store.close()

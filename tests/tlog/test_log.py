@@ -42,7 +42,13 @@ from tests.tlog.support import note_body, open_with_signer, ref_bundle, ref_tile
 from tlog.entry import decode_envelope
 from tlog.errors import BadRequest, Conflict, InvalidEntry, KeyProblem, NotFound, TlogError
 from tlog.log import ENVELOPE, RAW, Appended, Draft, Log, Outcome, Store
-from tlog.storage import MAX_ARTIFACT_ID_BYTES, StorageError, put_idempotency_many
+from tlog.storage import (
+    GENERATION_BITS,
+    MAX_ARTIFACT_ID_BYTES,
+    StorageError,
+    hash_db_name,
+    put_idempotency_many,
+)
 from verifier.checkpoint import open_checkpoint
 from verifier.hashing import EMPTY_ROOT, leaf_hash
 from verifier.note import Signer, VerifierKey, format_signer_key, parse_signer_key, parse_vkey
@@ -938,11 +944,11 @@ def test_two_processes_catching_up_one_index_write_each_version_once(tmp_path: P
     store.close()
     env = lmdb.open(str(data / "index"), max_dbs=16, subdir=True)
     with env.begin(write=True) as txn:  # the index as if its commits had been lost
-        for name in ("artifacts", "hashgen"):
+        for name in ("artifacts", hash_db_name().decode()):
             txn.drop(env.open_db(f"{log_id}/{name}".encode(), txn=txn), delete=False)
         meta = env.open_db(b"meta", txn=txn)
         txn.put(f"indexed/{log_id}".encode(), b"0", db=meta)
-        txn.put(f"hashgen/{log_id}".encode(), b"0", db=meta)
+        txn.put(f"hashgen{GENERATION_BITS}/{log_id}".encode(), b"0", db=meta)
     env.close()
     outs = run_pair(tmp_path, _CATCH_UP_CHILD, data, outcomes[-1].leaf_hash.hex())
     for out in outs:
