@@ -22,7 +22,7 @@ database            key                          value
 ==================  ===========================  ==================================
 ``meta``            ``log/<name>``               JSON log record (id, origin, vkey)
 ``<id>/leaves``     index, uint64 BE             leaf bytes
-``<id>/hashgen``    generation u32 BE, first     index, uint64 BE (dupsort; index env)
+``<id>/hashgen18``  generation u32 BE, first     index, uint64 BE (dupsort; index env)
                     8 bytes of the leaf hash
 ``<id>/tiles``      tile level u8, index u64 BE  tile record (see ``tlog.tree``)
 ``<id>/checkpoints`` tree size, uint64 BE        signed checkpoint note
@@ -436,10 +436,10 @@ class Storage:
     def _drop_old_hash_index(self, log_id: int) -> None:
         """Delete the log's leaf-hash index of the layout before generations
         (``<id>/hashes8``, keyed by hash prefix alone) and its progress record, if this
-        index env still has them: the ``hashgen`` index replaces it (caught up on open)
-        and it would only hold disk. Takes the index env's write lock briefly, so it
-        must run, like every named database open, before the caller begins an index
-        write transaction."""
+        index env still has them: the generations index (:func:`hash_db_name`) replaces
+        it, caught up on open, and it would only hold disk. Takes the index env's write
+        lock briefly, so it must run, like every named database open, before the caller
+        begins an index write transaction."""
         old = f"{log_id}/hashes8".encode()
         with self.ienv.begin() as txn:
             if txn.get(old) is None:  # named databases are keys of the main database

@@ -156,13 +156,16 @@ def test_a_batch_larger_than_one_request_is_indexed_whole(
         store.close()
 
 
-def test_lookups_and_dedup_span_every_generation_of_the_hash_index(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Generations of 2**8 leaves (one tile each) instead of 2**18, indexed in this process
-    # so that the smaller size applies to the indexer too.
+@pytest.fixture
+def small_generations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generations of 2**8 leaves (one tile each) instead of 2**18, indexed in this
+    process so that the smaller size applies to the indexer too."""
     monkeypatch.setattr(tlog.log, "INDEX_PROCESS", False)
     monkeypatch.setattr(st, "GENERATION_BITS", 8)
+
+
+@pytest.mark.usefixtures("small_generations")
+def test_lookups_and_dedup_span_every_generation_of_the_hash_index(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
     log = store.create_log("t", "bucket.example/logs/t")
     leaves = _leaves(1500, b"g")  # generations 0..5, the last one partial
@@ -274,13 +277,10 @@ def test_the_old_index_is_kept_while_another_process_has_the_index_open(
     assert not old_index_there()
 
 
-def test_filters_filled_on_open_serve_every_generation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("small_generations")
+def test_filters_filled_on_open_serve_every_generation(tmp_path: Path) -> None:
     # The per-generation filters of a reopened log are filled from the stored tiles by the
     # indexer thread; once the writer trusts them, lookups seek only where they point.
-    monkeypatch.setattr(tlog.log, "INDEX_PROCESS", False)
-    monkeypatch.setattr(st, "GENERATION_BITS", 8)
     leaves = _leaves(1500, b"r")
     store = Store.open(tmp_path)
     store.create_log("t", "bucket.example/logs/t").append_many(leaves)
@@ -314,11 +314,8 @@ store.close()
 """
 
 
-def test_leaves_another_process_appended_across_generations_are_found(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(tlog.log, "INDEX_PROCESS", False)
-    monkeypatch.setattr(st, "GENERATION_BITS", 8)
+@pytest.mark.usefixtures("small_generations")
+def test_leaves_another_process_appended_across_generations_are_found(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
     try:
         log = store.create_log("t", "bucket.example/logs/t")
