@@ -556,13 +556,6 @@ def hash_key(index: int, leaf_hash: bytes) -> bytes:
     return _GEN.pack(index >> GENERATION_BITS) + leaf_hash[:8]
 
 
-def put_leaf_hashes(itxn: Txn, dbs: LogDBs, pairs: Sequence[tuple[bytes, int]]) -> None:
-    """Index leaf hashes given as (hash, index) pairs (duplicates allowed), sorted so
-    that the cursor walks the B-tree left to right."""
-    items = sorted((hash_key(index, h), u64(index)) for h, index in pairs)
-    itxn.cursor(dbs.hashes).putmulti(items, dupdata=True)
-
-
 def index_hashes_upto(storage: Storage, itxn: Txn, log_id: int, target: int, limit: int) -> int:
     """Index the leaf hashes of a log from the index env's hashed size up to ``target``
     (at most ``limit`` of them), in the index write transaction ``itxn``; return the
