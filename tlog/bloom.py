@@ -24,6 +24,12 @@ TLB, and in a virtual machine that page walk is two-dimensional: on the referenc
 machine a probe cost 800-920 ns with 4 KiB pages, 485-525 ns with huge pages and
 335-375 ns on a filter that fits in cache (docs/benchmarks.md). The map is also zeroed
 by the kernel on first touch, not written by us up front.
+
+A batch is probed or added with NumPy, one vectorised pass over all of its hashes
+(:meth:`Bloom.maybe_many`, :meth:`Bloom.add_many`): 56 µs per 1,000 hashes on the
+reference machine against about 300 µs one at a time in the interpreter, and the
+gathers of a batch can overlap their cache misses, which one-at-a-time probes cannot
+(docs/benchmarks.md, 2026-11-29).
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from __future__ import annotations
 import mmap
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+
+import numpy as np
 
 __all__ = ["Bloom", "GenerationFilters"]
 
@@ -56,20 +64,39 @@ class Bloom:
             raise ValueError("a blocked Bloom filter needs at least one 64-bit word")
         words = 1 << (bits_log2 - 6)
         self._mask = words - 1
+        self._np_mask = np.uint64(words - 1)
         self._words = _zeroed_words(words)
+        # The same words as a NumPy array, for the batch operations.
+        self._array = np.frombuffer(self._words, dtype=np.uint64)
         self._lock = threading.Lock()
 
     def add(self, digest: bytes) -> None:
         """Add a 32-byte hash."""
         self.add_many((digest,))
 
-    def add_many(self, digests: Iterable[bytes]) -> None:
-        """Add many 32-byte hashes, under the lock once for all of them."""
-        words, mask, probe, bit = self._words, self._mask, _PROBE, _BIT
+    def add_many(self, digests: Sequence[bytes]) -> None:
+        """Add many 32-byte hashes in one vectorised pass, under the lock once."""
+        if not digests:
+            return
+        selected, bits = self._probe_many(digests)
+        # NumPy may release the GIL while it updates the words, so two threads' adds
+        # could interleave their read-modify-writes of one word without the lock.
         with self._lock:
-            for digest in digests:
-                w, a, b, c, d = probe(digest)
-                words[w & mask] |= bit[a] | bit[b] | bit[c] | bit[d]
+            self._set_bits(selected, bits)
+
+    def _set_bits(self, selected: np.ndarray, bits: np.ndarray) -> None:
+        """OR bits[i] into word selected[i], for every i (the caller holds the lock)."""
+        # ufunc.at, not words[selected] |= bits: two hashes of one batch may select the
+        # same word, and a buffered fancy-index update would keep only one of them.
+        np.bitwise_or.at(self._array, selected, bits)
+
+    def maybe_many(self, digests: Sequence[bytes]) -> list[int]:
+        """Return the positions in digests of the hashes that may have been added (every
+        one that was is among them), ascending."""
+        if not digests:
+            return []
+        selected, bits = self._probe_many(digests)
+        return np.flatnonzero((self._array[selected] & bits) == bits).tolist()
 
     def __contains__(self, digest: bytes) -> bool:
         """Return False if the hash was certainly never added, True if it may have been."""
@@ -77,6 +104,19 @@ class Bloom:
         bits: int = _BIT[a] | _BIT[b] | _BIT[c] | _BIT[d]
         word: int = self._words[w & self._mask]
         return word & bits == bits
+
+    def _probe_many(self, digests: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """Return (word index, four-bit mask) of each hash, as __contains__ computes them
+        one at a time: bytes 0-7 little-endian select the word, bytes 8-11 mod 64 the bits.
+        Raises ValueError if a digest is not 32 bytes."""
+        raw = b"".join(digests)
+        if len(raw) != 32 * len(digests):
+            raise ValueError("every digest must be 32 bytes")
+        table = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 32)
+        selected = np.ascontiguousarray(table[:, :8]).view("<u8").ravel() & self._np_mask
+        shifts = (table[:, 8:12] & 63).astype(np.uint64)
+        bits = np.bitwise_or.reduce(np.left_shift(np.uint64(1), shifts), axis=1)
+        return selected, bits
 
 
 class GenerationFilters:

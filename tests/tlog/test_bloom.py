@@ -59,7 +59,7 @@ def test_bloom_false_positive_rate_at_the_load_of_ten_million_leaves() -> None:
     # on a filter 2^8 times smaller.
     bloom = Bloom(bits_log2=20)
     keys = int(10_000_000 / (1 << 22) * (1 << 14))
-    bloom.add_many(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(keys))
+    bloom.add_many([hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(keys)])
     probes = 200_000
     false_positives = sum(
         hashlib.sha256(b"y" + i.to_bytes(4, "big")).digest() in bloom for i in range(probes)
@@ -89,21 +89,16 @@ def test_generation_filters_name_every_generation_that_holds_a_hash() -> None:
     assert gens.candidates(digests[3])[0] == 0 and 3 in gens.candidates(digests[3])
 
 
-class _SlowWords:
-    """A filter's word array whose reads give up the GIL, so another thread runs between
-    an add's read of a word and its write (CPython does not switch threads inside
-    ``words[i] |= bits`` otherwise, and a missing lock would go unseen)."""
+class _SlowBloom(Bloom):
+    """A filter whose word updates give up the GIL between reading a word and writing
+    it back, so another thread runs in between (NumPy may release the GIL inside its
+    update, but too briefly for a test to catch a missing lock reliably)."""
 
-    def __init__(self, words: Any) -> None:
-        self.words = words
-
-    def __getitem__(self, i: int) -> int:
-        value: int = self.words[i]
-        time.sleep(0)
-        return value
-
-    def __setitem__(self, i: int, value: int) -> None:
-        self.words[i] = value
+    def _set_bits(self, selected: Any, bits: Any) -> None:
+        for word, bit in zip(selected.tolist(), bits.tolist(), strict=True):
+            value = int(self._array[word])
+            time.sleep(0)
+            self._array[word] = value | bit
 
 
 def test_bloom_loses_no_bit_when_two_threads_add() -> None:
@@ -114,17 +109,42 @@ def test_bloom_loses_no_bit_when_two_threads_add() -> None:
         return bytes(8) + bytes([b]) * 4 + bytes(20)
 
     for _ in range(5):
-        bloom = Bloom(bits_log2=6)
-        words = bloom._words
-        bloom._words = _SlowWords(words)  # type: ignore[assignment]
+        bloom = _SlowBloom(bits_log2=6)
         halves = [[one_bit(b) for b in range(32)], [one_bit(b) for b in range(32, 64)]]
         threads = [threading.Thread(target=bloom.add_many, args=(hs,)) for hs in halves]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert words[0] == (1 << 64) - 1
+        assert bloom._words[0] == (1 << 64) - 1
         assert all(h in bloom for hs in halves for h in hs)
+
+
+def test_batch_probes_agree_with_single_probes() -> None:
+    # maybe_many and add_many compute the same word and bits as __contains__ (bytes 0-7
+    # little-endian, bytes 8-11 mod 64), on a filter small enough to hold false positives.
+    bloom = Bloom(bits_log2=12)
+    added = [hashlib.sha256(b"a" + i.to_bytes(4, "big")).digest() for i in range(300)]
+    bloom.add_many(added)
+    assert all(h in bloom for h in added)
+    absent = [hashlib.sha256(b"b" + i.to_bytes(4, "big")).digest() for i in range(3000)]
+    probes = added[::7] + absent
+    expected = [i for i, h in enumerate(probes) if h in bloom]
+    assert bloom.maybe_many(probes) == expected
+    assert 300 // 7 < len(expected) < len(probes)  # some false positives, not all
+    assert bloom.maybe_many([]) == []
+    with pytest.raises(ValueError):
+        bloom.maybe_many([bytes(31)])
+
+
+def test_one_batch_sets_every_bit_of_a_shared_word() -> None:
+    # Sixty-four hashes of one batch select the same word, each one bit of it: an update
+    # that keeps one hash per word would leave 63 of them unset.
+    bloom = Bloom(bits_log2=10)
+    same_word = [bytes(8) + bytes([b]) * 4 + os.urandom(20) for b in range(64)]
+    bloom.add_many(same_word)
+    assert bloom._words[0] == (1 << 64) - 1
+    assert bloom.maybe_many(same_word) == list(range(64))
 
 
 def test_dedup_across_restart_with_and_without_the_filter(tmp_path: Path) -> None:
