@@ -404,18 +404,24 @@ def append_hashes(records: TileRecords, size: int, leaf_hashes: Sequence[bytes])
         parent_shift = TILE_HEIGHT - parent_row
         parent_base = ROW_OFFSETS[parent_row]
         parent_mask = (1 << parent_shift) - 1
-        src_key = dst_key = (-1, -1)
-        src = dst = bytearray()
-        for j in range(lo, hi):
-            left = j << 1
-            key = (child_tile_level, left >> child_shift)
-            if key != src_key:
-                src_key, src = key, records(*key)
-            start = child_base + (left & child_mask) * HASH_SIZE
-            parent = _sha256(_NODE + src[start : start + 2 * HASH_SIZE]).digest()
-            key = (parent_tile_level, j >> parent_shift)
-            if key != dst_key:
-                dst_key, dst = key, records(*key)
+        # Parents j in [lo, hi) come in runs that share one child record and one parent
+        # record: a run ends where either record does (every 2^run_bits parents). Each
+        # run is one slice of children in, one slice of parents out.
+        run_bits = min(child_shift - 1, parent_shift)
+        j = lo
+        while j < hi:
+            end = min(hi, ((j >> run_bits) + 1) << run_bits)
+            src = records(child_tile_level, (j << 1) >> child_shift)
+            start = child_base + ((j << 1) & child_mask) * HASH_SIZE
+            children = src[start : start + (end - j) * 2 * HASH_SIZE]
+            parents = b"".join(
+                [
+                    _sha256(_NODE + children[k : k + 2 * HASH_SIZE]).digest()
+                    for k in range(0, len(children), 2 * HASH_SIZE)
+                ]
+            )
+            dst = records(parent_tile_level, j >> parent_shift)
             start = parent_base + (j & parent_mask) * HASH_SIZE
-            dst[start : start + HASH_SIZE] = parent
+            dst[start : start + len(parents)] = parents
+            j = end
     return size + len(leaf_hashes)
