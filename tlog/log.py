@@ -32,8 +32,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from tlog import storage as st
 from tlog.bloom import Bloom, GenerationFilters
@@ -263,6 +264,15 @@ class Batch:
 
 Item = bytes | Draft
 Outcome = Appended | TlogError
+
+
+def _plain_leaves(items: Sequence[Item]) -> Sequence[bytes] | None:
+    """Return items as raw leaves if every one is a raw leaf of at most MAX_LEAF_BYTES
+    bytes, else None."""
+    for item in items:
+        if isinstance(item, Draft) or len(item) > MAX_LEAF_BYTES:
+            return None
+    return cast("Sequence[bytes]", items)
 
 
 class _Placed(NamedTuple):
@@ -718,7 +728,22 @@ class Log:
             if quota is not None:
                 quota.left += placed_leaves - len(leaves)  # the undone entries' room
 
-        for pos, item in enumerate(items):
+        plain = (
+            None
+            if envelopes
+            or groups
+            or (
+                quota is not None and (size + len(items) > quota.per_log or quota.left < len(items))
+            )
+            else _plain_leaves(items)
+        )
+        if plain is not None:
+            # Raw leaves, none too large, no all-or-nothing range, room for all: nothing
+            # in the loop below could refuse one, so only deduplication remains.
+            placed, leaves, hashes = self._place_raw(txn, size, plain)
+            if quota is not None:
+                quota.left -= len(leaves)
+        for pos, item in enumerate(items if plain is None else ()):
             if group is not None and pos == group.end:
                 close(group)
                 group = None
@@ -788,19 +813,8 @@ class Log:
             h = leaf_hash(leaf)
             if self.dedup:
                 earlier = seen.get(h)
-                maybe = bloom is None or not self._bloom_ready or h in bloom
-                if earlier is None and maybe:
-                    earlier = self._unindexed_index(h)
-                if earlier is None and maybe:
-                    # A fresh snapshot for each lookup: the indexer may have committed
-                    # this hash (and dropped it from _unindexed) a moment ago.
-                    with self.store.storage.read_index() as reader:
-                        try:
-                            earlier = st.find_leaf_hash(
-                                reader, txn, dbs, h, self._candidate_gens(h)
-                            )
-                        except NotFound:
-                            pass
+                if earlier is None and (bloom is None or not self._bloom_ready or h in bloom):
+                    earlier = self._earlier_index(txn, h)
                 if earlier is not None:
                     placed.append(_Placed(earlier, None, True))
                     continue
@@ -864,6 +878,78 @@ class Log:
             self._next = (new_size, root, note)
             self._new_hashes = hashes
         return placed
+
+    def _place_raw(
+        self, txn: Any, size: int, items: Sequence[bytes]
+    ) -> tuple[list[_Placed | TlogError], list[bytes], list[bytes]]:
+        """Place raw leaves that nothing refuses (the caller checked: none is too large,
+        none is in an all-or-nothing range, the quota has room for all) at size, size+1,
+        ...; return (placements, new leaves, their hashes), as _integrate's loop would.
+
+        The batch is handled whole where it can be: its hashes in one pass, one filter
+        probe for all of them (``Bloom.maybe_many``), and placements made in one go when
+        the filter and the batch itself show no duplicate, the common case. Only the
+        filter's "maybe"s and repeats within the batch take the lookup of the general
+        loop, one leaf at a time.
+        """
+        hashes = list(map(leaf_hash, items))
+        count = len(items)
+        if self.dedup:
+            bloom = self._bloom
+            if bloom is None or not self._bloom_ready:
+                suspects: set[int] | None = None  # every leaf is looked up
+            else:
+                suspects = set(bloom.maybe_many(hashes))
+            if suspects is None or suspects or len(set(hashes)) != count:
+                return self._place_raw_slowly(txn, size, items, hashes, suspects)
+        indexes = range(size, size + count)
+        fields = zip(indexes, items, repeat(False), repeat(None), repeat(None), hashes)
+        # tuple.__new__ as _Placed._make does it, minus a Python frame per leaf.
+        placed: list[_Placed | TlogError] = list(map(tuple.__new__, repeat(_Placed), fields))
+        return placed, list(items), hashes
+
+    def _place_raw_slowly(
+        self,
+        txn: Any,
+        size: int,
+        items: Sequence[bytes],
+        hashes: list[bytes],
+        suspects: set[int] | None,
+    ) -> tuple[list[_Placed | TlogError], list[bytes], list[bytes]]:
+        """_place_raw for a batch with a possible duplicate: ``suspects`` are the
+        positions the filter may hold (None: all of them). Returns what _place_raw does."""
+        seen: dict[bytes, int] = {}
+        placed: list[_Placed | TlogError] = []
+        leaves: list[bytes] = []
+        new_hashes: list[bytes] = []
+        for pos, (leaf, h) in enumerate(zip(items, hashes, strict=True)):
+            earlier = seen.get(h)
+            if earlier is None and (suspects is None or pos in suspects):
+                earlier = self._earlier_index(txn, h)
+            if earlier is not None:
+                placed.append(_Placed(earlier, None, True))
+                continue
+            index = size + len(leaves)
+            seen[h] = index
+            leaves.append(leaf)
+            new_hashes.append(h)
+            placed.append(_Placed(index, leaf, False, leaf_hash=h))
+        return placed, leaves, new_hashes
+
+    def _earlier_index(self, txn: Any, h: bytes) -> int | None:
+        """Return the index of a committed leaf with hash h, or None: the exact lookup
+        behind a "maybe" of the dedup filter (not-yet-indexed batches first, then the
+        hash index's generations the filters name)."""
+        earlier = self._unindexed_index(h)
+        if earlier is not None:
+            return earlier
+        # A fresh snapshot for each lookup: the indexer may have committed this hash
+        # (and dropped it from _unindexed) a moment ago.
+        with self.store.storage.read_index() as reader:
+            try:
+                return st.find_leaf_hash(reader, txn, self.dbs, h, self._candidate_gens(h))
+            except NotFound:
+                return None
 
     def _legacy_idempotency(self, txn: Any, item: Draft) -> dict[str, Any] | None:
         """Return the record of item's Idempotency-Key as stored before keys were scoped

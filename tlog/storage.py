@@ -502,7 +502,9 @@ def leaf_count(txn: Txn, dbs: LogDBs) -> int:
 
 def put_leaves(txn: Txn, dbs: LogDBs, first_index: int, leaves: Sequence[bytes]) -> None:
     """Append leaves at first_index, first_index+1, ...; requires first_index == leaf count."""
-    items = [(u64(first_index + i), leaf) for i, leaf in enumerate(leaves)]
+    items = list(
+        zip(map(_U64.pack, range(first_index, first_index + len(leaves))), leaves, strict=True)
+    )
     _consumed, added = txn.cursor(dbs.leaves).putmulti(items, append=True, overwrite=False)
     if added != len(items):
         raise AssertionError(f"bad math: appended {added} of {len(items)} leaves at {first_index}")
