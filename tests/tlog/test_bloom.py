@@ -133,8 +133,18 @@ def test_batch_probes_agree_with_single_probes() -> None:
     assert bloom.maybe_many(probes) == expected
     assert 300 // 7 < len(expected) < len(probes)  # some false positives, not all
     assert bloom.maybe_many([]) == []
-    with pytest.raises(ValueError):
-        bloom.maybe_many([bytes(31)])
+    # Small batches go one hash at a time (a NumPy pass costs more): the same answers.
+    for k in range(1, 40):
+        assert bloom.maybe_many(probes[:k]) == [i for i in expected if i < k]
+    small = Bloom(bits_log2=12)
+    small.add_many(added[:5])
+    assert small.maybe_many(added) == [i for i, h in enumerate(added) if h in small]
+    assert small.maybe_many(added[:5]) == list(range(5))
+    for bad in ([bytes(31)], [bytes(32)] * 40 + [bytes(33)], [bytes(31), bytes(33)] * 20):
+        with pytest.raises(ValueError):
+            bloom.maybe_many(bad)
+        with pytest.raises(ValueError):
+            bloom.add_many(bad)
 
 
 def test_one_batch_sets_every_bit_of_a_shared_word() -> None:
@@ -211,5 +221,35 @@ def test_a_leaf_another_process_committed_but_never_indexed_is_found(tmp_path: P
         store._index_queue_drain()  # our indexer indexes the adopted leaf too
         assert log._unindexed == {}
         assert log.index_of(leaf_hash(other)) == 10
+    finally:
+        store.close()
+
+
+def test_a_false_positive_of_the_filter_places_the_leaf_as_new(tmp_path: Path) -> None:
+    # A "maybe" of the filter for a leaf the log does not hold is looked up and found
+    # absent: the leaf is appended at the next index, alone or beside real duplicates.
+    store = Store.open(tmp_path)
+    try:
+        log = store.create_log("t", "bucket.example/logs/t")
+        assert log.append_many([b"a", b"b"]).indexes == [0, 1]
+        assert log._bloom is not None and log._bloom_ready
+        phantoms = [b"phantom-1", b"phantom-2", b"phantom-3"]
+        log._bloom.add_many([leaf_hash(p) for p in phantoms])  # as a false positive
+        assert log._bloom.maybe_many([leaf_hash(p) for p in phantoms]) == [0, 1, 2]
+        batch = log.append_many([b"c", phantoms[0], b"d"])
+        assert batch.indexes == [2, 3, 4] and batch.size == 5
+        batch = log.append_many([phantoms[1], b"a", phantoms[2], phantoms[1], b"e"])
+        assert batch.indexes == [5, 0, 6, 5, 7] and batch.size == 8
+        assert [log.entry(i) for i in range(8)] == [
+            b"a",
+            b"b",
+            b"c",
+            phantoms[0],
+            b"d",
+            phantoms[1],
+            phantoms[2],
+            b"e",
+        ]
+        assert log.index_of(leaf_hash(phantoms[2])) == 6
     finally:
         store.close()
