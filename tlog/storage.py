@@ -64,6 +64,7 @@ from typing import Any
 import lmdb
 
 from tlog.errors import NotFound, StorageFull, TlogError
+from tlog.pagecache import ColdPages
 from tlog.tree import RECORD_SIZE, ROW_OFFSETS, Node
 
 __all__ = [
@@ -166,6 +167,11 @@ def _openers(state: dict[str, Any]) -> int:
     return 0 if state.get("clean") else 1  # the older {"clean": bool} form
 
 
+def _bytes_in_use(env: Any) -> int:
+    """Return the bytes of an env's data file up to its last page in use."""
+    return int((env.info()["last_pgno"] + 1) * env.stat()["psize"])
+
+
 class Storage:
     """The two LMDB environments of a data directory, holding many logs.
 
@@ -194,6 +200,9 @@ class Storage:
             raise StorageError(f"cannot open LMDB at {path / 'lmdb'}: {exc}") from exc
         self._meta = self.env.open_db(b"meta")
         self.meta_db = self._meta
+        self._log_bytes = _bytes_in_use(self.env)
+        # Pages this process writes, once cold, leave the page cache (tlog.pagecache).
+        self._cold = ColdPages(path / "lmdb" / "data.mdb", start=self._log_bytes)
         self.index_rebuilt = self._open_index()
         self._dbs: dict[int, LogDBs] = {}
 
@@ -283,6 +292,7 @@ class Storage:
         self._mark_index(-1)
         self.ienv.close()
         self.env.close()
+        self._cold.close()
 
     # -- transactions -------------------------------------------------------------
 
@@ -339,6 +349,7 @@ class Storage:
             self.refresh_usage()
         except Exception:
             _log.exception("measuring storage use failed after a durable commit")
+        self._cold.written_up_to(self._log_bytes)
 
     @contextmanager
     def write_index(self) -> Iterator[Txn]:
@@ -376,15 +387,14 @@ class Storage:
     def refresh_usage(self) -> tuple[int, int]:
         """Measure and remember usage(); called after each write commit and periodically
         (another process's writes, the indexer's)."""
-        self._usage = (max(self.disk_bytes().values()), int(self.env.info()["map_size"]))
+        in_use = self.disk_bytes()
+        self._log_bytes = in_use["log"]
+        self._usage = (max(in_use.values()), int(self.env.info()["map_size"]))
         return self._usage
 
     def disk_bytes(self) -> dict[str, int]:
         """Return the bytes in use by each environment's data file."""
-        out = {}
-        for name, env in (("log", self.env), ("index", self.ienv)):
-            out[name] = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-        return out
+        return {"log": _bytes_in_use(self.env), "index": _bytes_in_use(self.ienv)}
 
     # -- logs -----------------------------------------------------------------------
 
