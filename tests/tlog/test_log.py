@@ -32,6 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tlog.log as tlog_log
 from tests.conftest import VECTORS
 from tests.reference import (
     consistency_proof_of_hashes,
@@ -39,8 +40,16 @@ from tests.reference import (
     mth_of_hashes,
 )
 from tests.tlog.support import note_body, open_with_signer, ref_bundle, ref_tile
-from tlog.entry import decode_envelope
-from tlog.errors import BadRequest, Conflict, InvalidEntry, KeyProblem, NotFound, TlogError
+from tlog.entry import MAX_LEAF_BYTES, decode_envelope
+from tlog.errors import (
+    BadRequest,
+    Conflict,
+    EntryLimit,
+    InvalidEntry,
+    KeyProblem,
+    NotFound,
+    TlogError,
+)
 from tlog.log import ENVELOPE, RAW, Appended, Draft, Log, Outcome, Store
 from tlog.storage import (
     GENERATION_BITS,
@@ -1046,3 +1055,34 @@ def test_an_index_lock_that_cannot_be_taken_is_a_storage_error(tmp_path: Path) -
     (data / "index.lock").mkdir()  # not a file: cannot be opened, let alone locked
     with pytest.raises(StorageError, match=r"cannot lock .*index\.lock"):
         Store.open(data)
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_raw_batch_paths_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow: bool) -> None:
+    # The batch path (_place_raw) and the general loop (forced: _plain_leaves says no)
+    # give the same answers: filter not ready, repeats old and new, leaves of every
+    # accepted type and the largest size, and the entry limit exactly met and exceeded.
+    if slow:
+        monkeypatch.setattr(tlog_log, "_plain_leaves", lambda items: None)
+    store = Store.open(tmp_path)
+    log = store.create_log("t", "bucket.example/t")
+    old = [os.urandom(30) for _ in range(300)]
+    assert log.append_many(old).indexes == list(range(300))
+    store.close()
+    store = Store.open(tmp_path)  # filter not ready for the first batch(es)
+    try:
+        log = store.log("t")
+        big = b"\0" * MAX_LEAF_BYTES
+        batch = [old[7], b"n1", bytearray(b"n2"), memoryview(b"n1"), big, old[7], b"n3"]
+        assert log.append_many(batch).indexes == [7, 300, 301, 300, 302, 7, 303]
+        store._index_queue_drain()
+        assert log.append_many([b"n3", old[299], b"n4", b"n4"]).indexes == [303, 299, 304, 304]
+        assert log._bloom_ready
+        store.entry_limits = (log.size + 2, 10**9)  # exactly full, then one short
+        assert log.append_many([b"n5", b"n1", b"n6"]).indexes == [305, 300, 306]
+        store.entry_limits = (log.size + 2, 10**9)  # one short: two written, third refused
+        with pytest.raises(EntryLimit):
+            log.append_many([b"n7", b"n8", b"n9"])
+        assert log.size == 309
+    finally:
+        store.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -393,3 +394,49 @@ def test_any_bit_flip_in_a_proof_fails_verification(size: int, data: st.DataObje
     bad[i] = bytes(b ^ (1 << (bit % 8)) if j == bit // 8 else b for j, b in enumerate(bad[i]))
     with pytest.raises(VerificationError):
         verify_consistency(old, size, bad, mth_of_hashes(hashes[:old]), root)
+
+
+def _naive_append(records: Any, size: int, hashes: list[bytes]) -> None:
+    """append_hashes one parent at a time (its loop until 2026-11-29), as a reference."""
+    lo, hi = size, size + len(hashes)
+    for i, h in enumerate(hashes, size):
+        records(0, i >> 8)[(i & 255) * 32 : (i & 255) * 32 + 32] = h
+    level = 0
+    while hi > lo and (hi >> 1) > (lo >> 1):
+        lo, hi, level = lo >> 1, hi >> 1, level + 1
+        ctl, crow = divmod(level - 1, TILE_HEIGHT)
+        ptl, prow = divmod(level, TILE_HEIGHT)
+        for j in range(lo, hi):
+            c = 2 * j
+            src = records(ctl, c >> (8 - crow))
+            s = ROW_OFFSETS[crow] + (c & ((1 << (8 - crow)) - 1)) * 32
+            d = ROW_OFFSETS[prow] + (j & ((1 << (8 - prow)) - 1)) * 32
+            records(ptl, j >> (8 - prow))[d : d + 32] = hashlib.sha256(
+                b"\x01" + src[s : s + 64]
+            ).digest()
+
+
+def _records() -> tuple[dict[tuple[int, int], bytearray], Any]:
+    store: dict[tuple[int, int], bytearray] = {}
+
+    def rec(level: int, index: int) -> bytearray:
+        if (level, index) not in store:  # random, not zero: a wrong offset shows
+            seed = hashlib.sha256(f"{level}/{index}".encode()).digest()
+            store[level, index] = bytearray((seed * (RECORD_SIZE // 32 + 1))[:RECORD_SIZE])
+        return store[level, index]
+
+    return store, rec
+
+
+@pytest.mark.parametrize("boundary", [256, 1 << 16, 1 << 24, 1 << 32])
+def test_append_hashes_matches_the_per_parent_loop_across_tile_level_boundaries(
+    boundary: int,
+) -> None:
+    rng = random.Random(boundary)
+    for _ in range(40):
+        size = max(0, boundary - rng.randint(1, 600))
+        hashes = [rng.randbytes(32) for _ in range(rng.randint(0, 900))]
+        (got, r1), (want, r2) = _records(), _records()
+        assert append_hashes(r1, size, hashes) == size + len(hashes)
+        _naive_append(r2, size, hashes)
+        assert got == want, (size, len(hashes))
