@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 __all__ = ["COLD_LAG_BYTES", "COLD_STEP_BYTES", "ColdPages"]
@@ -55,8 +56,8 @@ class ColdPages:
 
     ``start``: the file offset from which written data may be dropped (data written by
     an earlier process is left to the kernel). ``lag`` and ``step`` default to
-    COLD_LAG_BYTES and COLD_STEP_BYTES as they are when it is made. Not thread-safe:
-    the writer calls it.
+    COLD_LAG_BYTES and COLD_STEP_BYTES as they are when it is made. Thread-safe (every
+    write transaction's commit calls it, on whichever thread ran it).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class ColdPages:
         self._lag = COLD_LAG_BYTES if lag is None else lag
         self._step = COLD_STEP_BYTES if step is None else step
         self._done = start
+        self._lock = threading.Lock()
         self._fd: int | None = None
         if _ADVICE is not None:
             try:
@@ -91,16 +93,21 @@ class ColdPages:
         cold = end - self._lag
         if self._fd is None or cold - self._done < self._step:
             return
-        try:
-            os.posix_fadvise(self._fd, self._done, cold - self._done, _ADVICE)  # type: ignore[arg-type]
-        except OSError as exc:
-            _log.warning("posix_fadvise(DONTNEED) failed: %s; no longer trimming", exc)
-            self.close()
-            return
-        self._done = cold
+        with self._lock:
+            if self._fd is None or cold - self._done < self._step:
+                return
+            try:
+                os.posix_fadvise(self._fd, self._done, cold - self._done, _ADVICE)  # type: ignore[arg-type]
+            except OSError as exc:
+                _log.warning("posix_fadvise(DONTNEED) failed: %s; no longer trimming", exc)
+                os.close(self._fd)
+                self._fd = None
+                return
+            self._done = cold
 
     def close(self) -> None:
         """Close the file descriptor (idempotent)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None

@@ -200,10 +200,10 @@ class Storage:
             raise StorageError(f"cannot open LMDB at {path / 'lmdb'}: {exc}") from exc
         self._meta = self.env.open_db(b"meta")
         self.meta_db = self._meta
+        self.index_rebuilt = self._open_index()
         self._log_bytes = _bytes_in_use(self.env)
         # Pages this process writes, once cold, leave the page cache (tlog.pagecache).
         self._cold = ColdPages(path / "lmdb" / "data.mdb", start=self._log_bytes)
-        self.index_rebuilt = self._open_index()
         self._dbs: dict[int, LogDBs] = {}
 
     def _open_index(self) -> bool:
