@@ -24,7 +24,7 @@ the indexer (``tlog.indexer``) reads each one through its map as it indexes the 
 leaves, long before the record goes cold. A dropped page that is read later comes back
 from the disk. On the reference machine, a log of 1,500-byte leaves kept 27% of its
 cold pages cached this way (tests/tlog/test_pagecache.py), a log of the benchmark's
-200-500-byte leaves about 40%.
+200-500-byte leaves about 44%.
 
 Only a hint: the data are on disk already (the commit was fsync'd), nothing is lost
 and nothing fails if the platform has no such advice (then this does nothing).
