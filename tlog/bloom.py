@@ -122,7 +122,9 @@ class Bloom:
         Raises ValueError if a digest is not 32 bytes."""
         raw = b"".join(digests)
         if len(raw) != 32 * len(digests) or min(map(len, digests)) != 32:
-            _check_sizes(digests)  # raises (the total is 32 each, and none is shorter)
+            # Not 32 bytes each (when the total is, one is shorter); or a buffer whose
+            # len() counts items of more than one byte.
+            raise ValueError("every digest must be 32 bytes")
         table = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 32)
         selected = np.ascontiguousarray(table[:, :8]).view("<u8").ravel() & self._np_mask
         shifts = (table[:, 8:12] & 63).astype(np.uint64)
@@ -174,8 +176,9 @@ class GenerationFilters:
 def _check_sizes(digests: Sequence[bytes]) -> None:
     """Raise ValueError unless every digest is 32 bytes."""
     for digest in digests:
-        if len(digest) != 32:
-            raise ValueError(f"a digest must be 32 bytes, not {len(digest)}")
+        size = memoryview(digest).nbytes
+        if size != 32:
+            raise ValueError(f"a digest must be 32 bytes, not {size}")
 
 
 def _zeroed_words(count: int) -> memoryview:

@@ -140,7 +140,14 @@ def test_batch_probes_agree_with_single_probes() -> None:
     small.add_many(added[:5])
     assert small.maybe_many(added) == [i for i, h in enumerate(added) if h in small]
     assert small.maybe_many(added[:5]) == list(range(5))
-    for bad in ([bytes(31)], [bytes(32)] * 40 + [bytes(33)], [bytes(31), bytes(33)] * 20):
+    words = memoryview(bytes(256)).cast("Q")  # len() 32, but 256 bytes
+    for bad in (
+        [bytes(31)],
+        [bytes(32)] * 40 + [bytes(33)],
+        [bytes(31), bytes(33)] * 20,
+        [words],
+        [bytes(32)] * 40 + [words],
+    ):
         with pytest.raises(ValueError):
             bloom.maybe_many(bad)
         with pytest.raises(ValueError):
