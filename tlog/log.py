@@ -1042,8 +1042,17 @@ class Log:
             self._size, self._root, self._note = self._next
             self._records.update(self._pending)
             self._pending = {}
-            for key in [k for k in self._records if self._tile_complete(*k)]:
+            complete = [k for k in self._records if self._tile_complete(*k)]
+            for key in complete:
                 del self._records[key]
+            if complete:
+                # Proofs read complete tile records at random: map them, so that the
+                # page-cache trimming leaves them cached (tlog.pagecache).
+                try:
+                    with self.store.storage.read() as txn:
+                        st.map_tile_records(txn, self.dbs, complete)
+                except Exception:
+                    _log.exception("could not map the tile records completed in %s", self.name)
 
     def _discard(self) -> None:
         """The batch was aborted: forget its state."""

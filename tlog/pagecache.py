@@ -19,12 +19,18 @@ drop the part of the file written more than ``lag`` bytes ago, a ``step`` at a t
 The kernel leaves alone any page a process has mapped (and, as it drops whole folios,
 the rest of that page's folio), and LMDB reads through its memory map: every page read
 since it was written stays (B-tree branch pages, tile records a proof read, leaves a
-reader fetched). That includes every level-0 tile record, which proofs read at random:
-the indexer (``tlog.indexer``) reads each one through its map as it indexes the record's
-leaves, long before the record goes cold. A dropped page that is read later comes back
-from the disk. On the reference machine, a log of 1,500-byte leaves kept 27% of its
-cold pages cached this way (tests/tlog/test_pagecache.py), a log of the benchmark's
-200-500-byte leaves about 44%.
+reader fetched). Complete tile records, which proofs read at random, are mapped on
+purpose: as a batch completes a record, the writer reads one byte of each of its pages
+through the map (:func:`map_pages`), within the same commit's aftermath, long before the
+record's part of the file goes cold. (Other reads do not cover them: the indexer reads
+only the first 8 bytes of each leaf hash, pages 0-1 of a record's four, and the rows
+above, pages 2-3, are what proofs read.) A dropped page that is read later comes back
+from the disk. On the reference machine, a log of the benchmark's 200-500-byte leaves
+kept about 44% of its cold pages cached (whole folios with a mapped page stay).
+
+"Written more than ``lag`` bytes ago" is, exactly, "below the data file's high-water mark
+minus ``lag``": LMDB reuses freed pages below the mark, and a page reused there after its
+range was dropped simply stays cached (the range is not advised again).
 
 Only a hint: the data are on disk already (the commit was fsync'd), nothing is lost
 and nothing fails if the platform has no such advice (then this does nothing).
@@ -37,7 +43,7 @@ import os
 import threading
 from pathlib import Path
 
-__all__ = ["COLD_LAG_BYTES", "COLD_STEP_BYTES", "ColdPages"]
+__all__ = ["COLD_LAG_BYTES", "COLD_STEP_BYTES", "ColdPages", "map_pages"]
 
 _log = logging.getLogger("tlog.pagecache")
 
@@ -111,3 +117,15 @@ class ColdPages:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+_TOUCH_STRIDE = 2048
+"""Less than any page size, so a strided read touches every page of a buffer."""
+
+
+def map_pages(buffer: bytes | memoryview) -> None:
+    """Read one byte of every page a buffer of LMDB's memory map spans, so that this
+    process maps each of them and ColdPages's advice leaves them cached."""
+    if len(buffer):
+        bytes(buffer[::_TOUCH_STRIDE])
+        bytes(buffer[-1:])  # the last page, which the stride may have stepped over

@@ -55,7 +55,7 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +64,7 @@ from typing import Any
 import lmdb
 
 from tlog.errors import NotFound, StorageFull, TlogError
-from tlog.pagecache import ColdPages
+from tlog.pagecache import ColdPages, map_pages
 from tlog.tree import RECORD_SIZE, ROW_OFFSETS, Node
 
 __all__ = [
@@ -288,11 +288,13 @@ class Storage:
 
     def close(self) -> None:
         """Flush the index, count this process out of it and close both environments."""
-        self.ienv.sync(True)
-        self._mark_index(-1)
-        self.ienv.close()
-        self.env.close()
-        self._cold.close()
+        try:
+            self.ienv.sync(True)
+            self._mark_index(-1)
+            self.ienv.close()
+            self.env.close()
+        finally:
+            self._cold.close()
 
     # -- transactions -------------------------------------------------------------
 
@@ -661,6 +663,16 @@ def get_tile_record(txn: Txn, dbs: LogDBs, tile_level: int, tile_index: int) -> 
     """Return the stored tile record, or None."""
     value = txn.get(tile_key(tile_level, tile_index), db=dbs.tiles)
     return None if value is None else bytes(value)
+
+
+def map_tile_records(txn: Txn, dbs: LogDBs, keys: Iterable[tuple[int, int]]) -> None:
+    """Map every page of each stored tile record (level, index) into this process, so
+    that they stay in the page cache (tlog.pagecache: proofs read them at random). The
+    transaction must be a ``buffers=True`` one (``Storage.read``), or this only copies."""
+    for tile_level, tile_index in keys:
+        value = txn.get(tile_key(tile_level, tile_index), db=dbs.tiles)
+        if value is not None:
+            map_pages(value)
 
 
 def put_tile_record(
