@@ -667,8 +667,9 @@ def get_tile_record(txn: Txn, dbs: LogDBs, tile_level: int, tile_index: int) -> 
 
 def map_tile_records(txn: Txn, dbs: LogDBs, keys: Iterable[tuple[int, int]]) -> None:
     """Map every page of each stored tile record (level, index) into this process, so
-    that they stay in the page cache (tlog.pagecache: proofs read them at random). The
-    transaction must be a ``buffers=True`` one (``Storage.read``), or this only copies."""
+    that they stay in the page cache (tlog.pagecache: proofs read them at random). With a
+    ``buffers=True`` transaction (``Storage.read``) it reads one byte per page; with
+    another, LMDB's copy of each record reads them all, to the same effect."""
     for tile_level, tile_index in keys:
         value = txn.get(tile_key(tile_level, tile_index), db=dbs.tiles)
         if value is not None:
